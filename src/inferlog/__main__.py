@@ -1,0 +1,5 @@
+import sys
+
+from inferlog.cli import main
+
+sys.exit(main())
