@@ -1,0 +1,95 @@
+"""Command line: `python -m inferlog train | api | run`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from inferlog.config import Settings, get_settings
+from inferlog.ml.artifacts import CARD_FILE, ModelLoadError
+
+log = logging.getLogger("inferlog")
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def train(model_dir: Path) -> int:
+    from inferlog.ml.train import train as run_training
+
+    card = run_training(model_dir)
+    log.info("model card: %s", model_dir / CARD_FILE)
+    return 0 if card else 1
+
+
+def serve_api(settings: Settings) -> int:
+    import uvicorn
+
+    from inferlog.api.app import create_app, load_predictor
+
+    if not _port_free(settings.api_host, settings.api_port):
+        log.error(
+            "port %s:%d is already in use: stop the process using it or set API_PORT",
+            settings.api_host,
+            settings.api_port,
+        )
+        return 2
+    try:
+        predictor = load_predictor(settings)
+    except ModelLoadError as exc:
+        log.error("cannot start the API: %s", exc)
+        return 1
+    log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
+    uvicorn.run(
+        create_app(settings, predictor),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def run(settings: Settings) -> int:
+    if not (settings.model_dir / CARD_FILE).exists():
+        log.info("no model in %s: training it first", settings.model_dir)
+        train(settings.model_dir)
+    return serve_api(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="inferlog", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_cmd = commands.add_parser("train", help="train the model and write model/")
+    train_cmd.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    commands.add_parser("api", help="serve the API (the model must exist)")
+    commands.add_parser("run", help="train the model if missing, then serve the product")
+    args = parser.parse_args(argv)
+    _configure_logging(settings)
+    if args.command == "train":
+        return train(args.model_dir)
+    if args.command == "api":
+        return serve_api(settings)
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

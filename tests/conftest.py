@@ -1,0 +1,44 @@
+"""Shared fixtures: one model trained per test session into a temporary directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from inferlog.api.app import create_app
+from inferlog.config import Settings
+from inferlog.ml.artifacts import load_artifacts
+from inferlog.ml.predictor import Predictor
+from inferlog.ml.train import train
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("model")
+    train(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def settings(model_dir: Path) -> Settings:
+    return Settings(model_dir=model_dir, max_batch_size=50, max_body_bytes=200_000)
+
+
+@pytest.fixture(scope="session")
+def predictor(model_dir: Path) -> Predictor:
+    return Predictor(load_artifacts(model_dir))
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, predictor: Predictor) -> FastAPI:
+    return create_app(settings, predictor)
+
+
+@pytest.fixture(scope="session")
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
