@@ -1,0 +1,138 @@
+"""CSV batches: parse and validate every row, and write the results as CSV.
+
+The header row names the feature-spec columns, in any order, each exactly once. Every problem in
+the file is collected (unknown, missing or duplicate columns; short rows; cells that are not
+numbers or break the spec's rules) so the client can fix them all at once. Row numbers are line
+numbers as a spreadsheet shows them: the header is row 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import ValidationError
+
+from inferlog.api.errors import InputError
+from inferlog.api.schemas import Case, FieldError
+from inferlog.features import FEATURE_NAMES
+from inferlog.ml.predictor import Prediction
+
+RESULT_COLUMNS = (
+    "label",
+    "probability_malignant",
+    "threshold",
+    "risk_level",
+    "out_of_range_features",
+    "top_features",
+)
+
+
+@dataclass(frozen=True)
+class ParsedCsv:
+    header: list[str]
+    rows: list[list[str]]
+    matrix: np.ndarray
+
+
+def parse_cases(body: bytes, max_rows: int) -> ParsedCsv:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            [FieldError(field="body", reason=f"not UTF-8 text: {exc.reason}")]
+        ) from exc
+    try:
+        lines = [row for row in csv.reader(io.StringIO(text, newline="")) if any(row)]
+    except csv.Error as exc:
+        raise InputError([FieldError(field="body", reason=f"malformed CSV: {exc}")]) from exc
+    if not lines:
+        raise InputError([FieldError(field="body", reason="empty CSV: expected a header row")])
+
+    header = [name.strip() for name in lines[0]]
+    errors = _header_errors(header)
+    if errors:
+        raise InputError(errors)
+    rows = lines[1:]
+    if not rows:
+        raise InputError([FieldError(field="body", reason="no cases after the header row")])
+    if len(rows) > max_rows:
+        raise InputError(
+            [FieldError(field="body", reason=f"{len(rows)} cases; at most {max_rows} per batch")]
+        )
+
+    matrix = np.empty((len(rows), len(FEATURE_NAMES)), dtype=np.float64)
+    for offset, cells in enumerate(rows):
+        line = offset + 2
+        row_errors, values = _parse_row(header, cells, line)
+        errors.extend(row_errors)
+        if not row_errors:
+            matrix[offset] = [values[name] for name in FEATURE_NAMES]
+    if errors:
+        raise InputError(errors)
+    return ParsedCsv(header=header, rows=rows, matrix=matrix)
+
+
+def _header_errors(header: list[str]) -> list[FieldError]:
+    known = set(FEATURE_NAMES)
+    errors = [
+        FieldError(field=name or "(blank)", row=1, reason="unknown column")
+        for name in header
+        if name not in known
+    ]
+    seen: set[str] = set()
+    for name in header:
+        if name in seen and name in known:
+            errors.append(FieldError(field=name, row=1, reason="duplicate column"))
+        seen.add(name)
+    errors.extend(
+        FieldError(field=name, row=1, reason="missing column")
+        for name in FEATURE_NAMES
+        if name not in seen
+    )
+    return errors
+
+
+def _parse_row(
+    header: list[str], cells: list[str], line: int
+) -> tuple[list[FieldError], dict[str, float]]:
+    if len(cells) != len(header):
+        reason = f"{len(cells)} cells; the header has {len(header)} columns"
+        return [FieldError(field="row", row=line, reason=reason)], {}
+    errors: list[FieldError] = []
+    values: dict[str, float] = {}
+    for name, cell in zip(header, cells, strict=True):
+        try:
+            values[name] = float(cell)
+        except ValueError:
+            errors.append(FieldError(field=name, row=line, reason=f"not a number: {cell!r}"))
+    if errors:
+        return errors, {}
+    try:
+        Case.model_validate(values)
+    except ValidationError as exc:
+        return [
+            FieldError(field=str(e["loc"][0]), row=line, reason=e["msg"]) for e in exc.errors()
+        ], {}
+    return [], values
+
+
+def write_results(parsed: ParsedCsv, predictions: list[Prediction]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*parsed.header, *RESULT_COLUMNS])
+    for cells, p in zip(parsed.rows, predictions, strict=True):
+        writer.writerow(
+            [
+                *cells,
+                p.label,
+                repr(p.probability_malignant),
+                repr(p.threshold),
+                p.risk_level,
+                ";".join(p.out_of_range_features),
+                ";".join(f"{c.name}:{c.contribution:+.4f}" for c in p.top_features),
+            ]
+        )
+    return buffer.getvalue()

@@ -1,0 +1,111 @@
+"""One JSON error shape for every failure: 4xx name the field and the reason.
+
+Unexpected exceptions are answered 500 by the transaction middleware with the same shape and
+nothing internal (the traceback goes to the service log, under the transaction id)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
+
+from inferlog.api.schemas import ErrorResponse, FieldError
+
+_REASONS = {
+    "missing": "missing field",
+    "extra_forbidden": "unknown field",
+    "finite_number": "not a finite number",
+    "float_type": "not a number",
+}
+
+
+class BodyTooLargeError(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes")
+
+
+class InputError(Exception):
+    """Invalid input found by a route itself (CSV rows, batch limits): answered 422."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{len(errors)} invalid field(s)")
+        self.errors = errors
+
+
+def error_response(
+    scope: Scope,
+    status: int,
+    code: str,
+    message: str,
+    errors: list[FieldError] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(
+        error=code,
+        message=message,
+        transaction_id=scope.get("state", {}).get("transaction_id"),
+        errors=errors or [],
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+def field_errors(raw: Sequence[Any]) -> list[FieldError]:
+    """Pydantic / FastAPI error dicts -> `FieldError`s (location prefix and batch index split)."""
+    errors = []
+    for e in raw:
+        loc = [part for part in e.get("loc", ()) if part not in ("body", "query", "path")]
+        index = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        field = ".".join(str(part) for part in loc) or "body"
+        kind = e.get("type", "")
+        if kind == "json_invalid":
+            detail = e.get("ctx", {}).get("error", "malformed")
+            reason = f"invalid JSON: {detail}"
+            index = None
+        elif kind == "greater_than_equal":
+            reason = f"impossible value: must be at least {e['ctx']['ge']}"
+        elif kind == "less_than_equal":
+            reason = f"implausible value: must be at most {e['ctx']['le']}"
+        else:
+            reason = _REASONS.get(kind, str(e.get("msg", "invalid value")))
+        errors.append(FieldError(field=field, reason=reason, index=index))
+    return errors
+
+
+def _validation_message(errors: list[FieldError]) -> str:
+    fields = sorted({e.field for e in errors})
+    shown = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+    return f"{len(errors)} invalid field(s): {shown}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = field_errors(exc.errors())
+        return error_response(
+            request.scope, 422, "validation_error", _validation_message(errors), errors
+        )
+
+    @app.exception_handler(InputError)
+    async def on_input(request: Request, exc: InputError) -> JSONResponse:
+        return error_response(
+            request.scope, 422, "validation_error", _validation_message(exc.errors), exc.errors
+        )
+
+    @app.exception_handler(BodyTooLargeError)
+    async def on_too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
+        return error_response(request.scope, 413, "body_too_large", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        message = exc.detail if isinstance(exc.detail, str) else phrase
+        response = error_response(request.scope, exc.status_code, code, message)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response

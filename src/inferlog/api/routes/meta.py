@@ -1,0 +1,57 @@
+"""Service description, liveness, readiness and the model card."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from inferlog import __version__
+from inferlog.api.dependencies import PredictorDep, SettingsDep
+from inferlog.features import FEATURES
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/", summary="Service name, versions and links")
+async def root(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    predictor = request.app.state.predictor
+    return {
+        "service": settings.service_name,
+        "version": __version__,
+        "model_version": predictor.version if predictor else None,
+        "links": {
+            "docs": "/docs",
+            "openapi": "/openapi.json",
+            "health": "/health",
+            "ready": "/ready",
+            "model_info": "/model-info",
+            "predict": "/predict",
+            "predict_proba": "/predict_proba",
+            "predict_batch": "/predict/batch",
+        },
+    }
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: the model is loaded",
+    responses={503: {"description": "not ready"}},
+)
+async def ready(request: Request) -> JSONResponse:
+    predictor = request.app.state.predictor
+    if predictor is None:
+        return JSONResponse({"status": "not ready", "reason": "model not loaded"}, 503)
+    return JSONResponse({"status": "ready", "model_version": predictor.version})
+
+
+@router.get("/model-info", summary="The model card and the feature schema")
+async def model_info(predictor: PredictorDep) -> dict[str, Any]:
+    return {"model_card": predictor.card, "features": [asdict(f) for f in FEATURES]}

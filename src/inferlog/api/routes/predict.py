@@ -1,0 +1,133 @@
+"""Prediction endpoints: one case, its probabilities, and vectorised batches (JSON or CSV)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import cache
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from inferlog.api import csv_codec
+from inferlog.api.dependencies import PredictorDep, SettingsDep
+from inferlog.api.errors import InputError, field_errors
+from inferlog.api.schemas import (
+    EXAMPLE_CASE,
+    BatchResponse,
+    Case,
+    CasePrediction,
+    ErrorResponse,
+    PredictionResponse,
+    ProbabilitiesResponse,
+)
+from inferlog.features import FEATURE_NAMES
+from inferlog.telemetry.transaction import elapsed_ms, transaction_id
+
+router = APIRouter(tags=["predictions"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "body too large"},
+    422: {"model": ErrorResponse, "description": "invalid input, every bad field named"},
+}
+
+
+def as_matrix(cases: list[BaseModel]) -> np.ndarray:
+    return np.array([[case.__dict__[name] for name in FEATURE_NAMES] for case in cases])
+
+
+@router.post("/predict", response_model=PredictionResponse, responses=ERRORS)
+async def predict(case: Case, request: Request, predictor: PredictorDep) -> PredictionResponse:
+    """Classify one case: label, probability of malignancy, risk level and why."""
+    prediction = predictor.predict(as_matrix([case]))[0]
+    return PredictionResponse(
+        **asdict(prediction),
+        transaction_id=transaction_id(request.scope),
+        model_version=predictor.version,
+        latency_ms=elapsed_ms(request.scope),
+    )
+
+
+@router.post("/predict_proba", response_model=ProbabilitiesResponse, responses=ERRORS)
+async def predict_proba(
+    case: Case,
+    request: Request,
+    predictor: PredictorDep,
+) -> ProbabilitiesResponse:
+    """The probabilities of both classes for one case."""
+    p = float(predictor.probabilities(as_matrix([case]))[0])
+    return ProbabilitiesResponse(
+        transaction_id=transaction_id(request.scope),
+        model_version=predictor.version,
+        probabilities={"malignant": p, "benign": 1.0 - p},
+    )
+
+
+_CSV_EXAMPLE = ",".join(FEATURE_NAMES) + "\n" + ",".join(str(v) for v in EXAMPLE_CASE.values())
+
+BATCH_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Case"}},
+                "example": [EXAMPLE_CASE],
+            },
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": _CSV_EXAMPLE,
+            },
+        },
+    }
+}
+
+
+@cache
+def batch_adapter(max_cases: int) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(Annotated[list[Case], Field(min_length=1, max_length=max_cases)])
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    openapi_extra=BATCH_OPENAPI,
+    responses={
+        **ERRORS,
+        200: {"content": {"text/csv": {"example": _CSV_EXAMPLE + ",malignant,0.99,..."}}},
+        415: {"model": ErrorResponse, "description": "neither JSON nor CSV"},
+    },
+)
+async def predict_batch(
+    request: Request, predictor: PredictorDep, settings: SettingsDep
+) -> BatchResponse | Response:
+    """Classify up to `MAX_BATCH_SIZE` cases with one model call.
+
+    Send a JSON list of cases, or a CSV body (`Content-Type: text/csv`, header row = feature
+    names) to get CSV back with the prediction columns appended.
+    """
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    body = await request.body()
+    if content_type == "text/csv":
+        parsed = csv_codec.parse_cases(body, settings.max_batch_size)
+        predictions = predictor.predict(parsed.matrix)
+        return Response(
+            csv_codec.write_results(parsed, predictions),
+            media_type="text/csv",
+            headers={"X-Model-Version": predictor.version},
+        )
+    if content_type not in ("application/json", ""):
+        raise HTTPException(415, f"unsupported Content-Type {content_type!r}: use JSON or text/csv")
+    try:
+        cases = batch_adapter(settings.max_batch_size).validate_json(body)
+    except ValidationError as exc:
+        raise InputError(field_errors(exc.errors())) from exc
+    predictions = predictor.predict(as_matrix(cases))
+    return BatchResponse(
+        transaction_id=transaction_id(request.scope),
+        model_version=predictor.version,
+        count=len(predictions),
+        predictions=[CasePrediction(**asdict(p)) for p in predictions],
+        latency_ms=elapsed_ms(request.scope),
+    )
