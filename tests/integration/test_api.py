@@ -310,3 +310,20 @@ def test_openapi_carries_a_real_example_case(client: TestClient) -> None:
     assert example == dataset.held_out_examples()["malignant"]
     batch_body = schema["paths"]["/predict/batch"]["post"]["requestBody"]["content"]
     assert {"application/json", "text/csv"} <= set(batch_body)
+
+
+def test_examples_are_real_held_out_cases_of_the_asked_label(client: TestClient) -> None:
+    malignant = client.get("/examples", params={"n": 3, "label": "malignant"}).json()
+    assert malignant == dataset.held_out_cases("malignant")[:3]
+    for case in malignant:
+        assert client.post("/predict", json=case).status_code == 200
+
+
+def test_examples_as_csv_feed_the_csv_batch_unchanged(client: TestClient) -> None:
+    template = client.get("/examples", params={"n": 4, "format": "csv"})
+    assert template.headers["content-type"].startswith("text/csv")
+    response = client.post(
+        "/predict/batch", content=template.content, headers={"content-type": "text/csv"}
+    )
+    assert response.status_code == 200
+    assert len(response.text.strip().splitlines()) == 5

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from inferlog import __version__
 from inferlog.api.body_limit import BodyLimitMiddleware
 from inferlog.api.errors import install_error_handlers
-from inferlog.api.routes import meta, predict
+from inferlog.api.routes import examples, meta, predict
 from inferlog.config import Settings, get_settings
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     install_error_handlers(app)
     app.include_router(meta.router)
     app.include_router(predict.router)
+    app.include_router(examples.router)
     # Added last = outermost: every response, 413s included, carries the transaction id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TransactionMiddleware)

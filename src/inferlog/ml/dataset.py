@@ -74,12 +74,18 @@ def split() -> Split:
     return Split(x_train=x_train, x_test=x_test, y_train=y_train, y_test=y_test)
 
 
+def held_out_cases(label: str | None = None) -> list[dict[str, float]]:
+    """Real held-out cases (never trained on) in split order, optionally of one label."""
+    data, held_out = load(), split()
+    keep = np.ones(len(held_out.y_test), dtype=bool)
+    if label is not None:
+        keep = held_out.y_test == (1 if label == "malignant" else 0)
+    return [
+        dict(zip(data.feature_names, row, strict=True)) for row in held_out.x_test[keep].tolist()
+    ]
+
+
 @cache
 def held_out_examples() -> dict[str, dict[str, float]]:
-    """One real held-out case of each label (the first in split order), feature name -> value."""
-    data, held_out = load(), split()
-    examples = {}
-    for label, target in (("malignant", 1), ("benign", 0)):
-        row = held_out.x_test[int(np.flatnonzero(held_out.y_test == target)[0])]
-        examples[label] = dict(zip(data.feature_names, row.tolist(), strict=True))
-    return examples
+    """One real held-out case of each label (the first in split order)."""
+    return {label: held_out_cases(label)[0] for label in ("malignant", "benign")}

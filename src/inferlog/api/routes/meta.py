@@ -31,6 +31,7 @@ async def root(request: Request, settings: SettingsDep) -> dict[str, Any]:
             "predict": "/predict",
             "predict_proba": "/predict_proba",
             "predict_batch": "/predict/batch",
+            "examples": "/examples",
         },
     }
 

@@ -1,0 +1,164 @@
+"""The API as a user starts it (`python -m inferlog`), and the README's promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from inferlog.config import Settings
+from inferlog.ml.artifacts import ARTIFACT_FILE, CARD_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(command: str, model_dir: Path, port: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "API_PORT": str(port), "MODEL_DIR": str(model_dir), "LOG_LEVEL": "INFO"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "inferlog", command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_ready(base: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{process.stdout.read()}")
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server not ready in time")
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.terminate()
+    out, _ = process.communicate(timeout=20)
+    return out
+
+
+@pytest.fixture(scope="module")
+def live_api(model_dir: Path) -> Iterator[str]:
+    port = free_port()
+    process = start_api("api", model_dir, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process)
+        yield base
+    finally:
+        stop(process)
+
+
+def readme_shell_blocks() -> list[str]:
+    return [b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if "curl" in b]
+
+
+@pytest.mark.parametrize("block", readme_shell_blocks(), ids=lambda b: b.split("\n")[0][:40])
+def test_readme_curl_examples_work_as_printed(live_api: str, block: str, tmp_path: Path) -> None:
+    script = block.replace("http://localhost:8000", live_api)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    if '"radius_mean": -1' in block:
+        body = json.loads(out)
+        assert body["error"] == "validation_error"
+        assert {"field": "shoe_size", "reason": "unknown field", "index": None, "row": None} in (
+            body["errors"]
+        )
+    elif "text/csv" in block:
+        lines = out.strip().splitlines()
+        assert len(lines) == 6
+        assert lines[0].endswith("risk_level,out_of_range_features,top_features")
+    elif "/predict/batch" in block:
+        assert json.loads(out)["count"] == 5
+    else:
+        assert json.loads(out)["label"] == "malignant"
+
+
+def test_readme_figures_match_the_model_card(model_dir: Path) -> None:
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    metrics = card["metrics_held_out"]
+    cm = metrics["confusion_matrix"]
+    assert f"held-out ROC AUC {metrics['roc_auc']:.3f}" in README
+    recall = f"malignant recall {metrics['recall_malignant']:.3f}"
+    assert (
+        f"{recall} ({cm['true_positives']} of {cm['true_positives'] + cm['false_negatives']})"
+        in (README)
+    )
+    assert f"precision {metrics['precision_malignant']:.2f}" in README
+    assert f"threshold {card['threshold']['value']:.3f}" in README
+    assert f'"model_version": "{card["version"]}"' in README
+
+
+def test_every_setting_is_in_env_example_and_the_readme_table() -> None:
+    env_example = (ROOT / ".env.example").read_text()
+    for name in Settings.model_fields:
+        variable = name.upper()
+        assert re.search(rf"^{variable}=", env_example, re.M), f"{variable} not in .env.example"
+        assert f"| `{variable}` |" in README, f"{variable} not in the README table"
+
+
+def test_the_api_refuses_a_busy_port_with_a_clear_message(model_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        process = start_api("api", model_dir, busy.getsockname()[1])
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "already in use" in out
+    assert "Traceback" not in out
+
+
+def test_the_api_refuses_a_tampered_model_with_a_clear_message(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    tampered = tmp_path / "model"
+    shutil.copytree(model_dir, tampered)
+    (tampered / ARTIFACT_FILE).write_bytes(b"not the trained model")
+    process = start_api("api", tampered, free_port())
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "refusing to load" in out
+    assert "Traceback" not in out
+
+
+def test_run_trains_a_missing_model_then_serves(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_api("run", tmp_path / "model", port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, process, timeout=120)
+        version = json.loads((tmp_path / "model" / CARD_FILE).read_text())["version"]
+        assert httpx.get(f"{base}/ready").json()["model_version"] == version
+    finally:
+        out = stop(process)
+    assert "training it first" in out
