@@ -14,6 +14,7 @@ from inferlog.config import Settings
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
 from inferlog.ml.train import train
+from tests.servers import RedisServer, free_port
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +25,23 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(model_dir: Path) -> Settings:
-    return Settings(model_dir=model_dir, max_batch_size=50, max_body_bytes=200_000)
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """API settings for in-process tests: Redis points at a closed port (records spool)."""
+    return Settings(
+        model_dir=model_dir,
+        max_batch_size=50,
+        max_body_bytes=200_000,
+        data_dir=tmp_path_factory.mktemp("data"),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+    )
 
 
 @pytest.fixture(scope="session")

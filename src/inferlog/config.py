@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -31,6 +31,58 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="level of the service's own logs"
     )
+
+    # Telemetry: profiling, request records, shipping to Redis.
+    telemetry_enabled: bool = Field(
+        True, description="record every request and ship it to Redis (false: no records at all)"
+    )
+    profiling_enabled: bool = Field(True, description="profile inferences with cProfile")
+    profiling_sample_rate: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of inferences profiled (0.0 to 1.0)"
+    )
+    profiling_top_n: int = Field(
+        10, ge=1, le=200, description="functions kept per profile, by cumulative time"
+    )
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis connection URL (a password goes in the URL)",
+    )
+    redis_stream: str = Field("inferlog:requests", description="stream key of the records")
+    redis_group: str = Field("logs-pipeline", description="consumer group of the logs pipeline")
+    stream_max_len: int = Field(
+        1_000_000, ge=1000, description="hard cap on the stream length (protects Redis memory)"
+    )
+    live_window_seconds: int = Field(
+        3600, ge=60, description="how far back /logs and /logs/stats look"
+    )
+    stats_max_records: int = Field(
+        10_000, ge=100, description="most recent records /logs/stats reads from the window"
+    )
+    data_dir: Path = Field(Path("data"), description="local data: the spool, NDJSON indices")
+    shipper_batch_size: int = Field(200, ge=1, description="records per Redis pipeline")
+    shipper_queue_size: int = Field(
+        10_000, ge=1, description="records held in memory while Redis is unreachable"
+    )
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="size limit of the spool file; beyond it records are dropped and counted",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated keys for admin endpoints"
+    )
+    require_api_key: bool = Field(False, description="require X-API-Key on prediction routes too")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def spool_path(self) -> Path:
+        return self.data_dir / "spool" / "records.ndjson"
 
 
 @cache

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+from tests.servers import free_port
 
 from inferlog.config import Settings
 from inferlog.ml.artifacts import ARTIFACT_FILE, CARD_FILE
@@ -23,14 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_api(command: str, model_dir: Path, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "API_PORT": str(port), "MODEL_DIR": str(model_dir), "LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "API_PORT": str(port),
+        "MODEL_DIR": str(model_dir),
+        "DATA_DIR": str(model_dir.parent / "data"),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing there: records spool
+        "LOG_LEVEL": "INFO",
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "inferlog", command],
         env=env,

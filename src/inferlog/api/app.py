@@ -1,8 +1,9 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory: routes, error handlers, telemetry, lifecycle."""
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,11 +12,17 @@ from fastapi import FastAPI
 from inferlog import __version__
 from inferlog.api.body_limit import BodyLimitMiddleware
 from inferlog.api.errors import install_error_handlers
-from inferlog.api.routes import examples, meta, predict
+from inferlog.api.routes import examples, logs, meta, predict
 from inferlog.config import Settings, get_settings
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
-from inferlog.telemetry.transaction import TransactionMiddleware
+from inferlog.telemetry.drafts import Draft, build_record
+from inferlog.telemetry.live_log import LiveLog, connect
+from inferlog.telemetry.metrics import Metrics
+from inferlog.telemetry.middleware import TelemetryMiddleware
+from inferlog.telemetry.profiler import InferenceProfiler
+from inferlog.telemetry.shipper import Shipper
+from inferlog.telemetry.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,7 @@ Classifies breast-cancer cell-nucleus measurements (the Wisconsin diagnostic dat
 scikit-learn) as malignant or benign, with the probability, a risk level and the features that
 drove the answer. A demonstration of an observable inference service, **not a medical device**.
 
+Every request is profiled and recorded; records go to a Redis Stream (see `/logs`).
 Every error answers with the same JSON shape; a 422 names each bad field and the reason.
 """
 
@@ -35,16 +43,52 @@ def load_predictor(settings: Settings) -> Predictor:
     return predictor
 
 
+def make_shipper(settings: Settings, client: object) -> Shipper:
+    host = socket.gethostname()
+
+    def build(draft: Draft, with_profile_stats: bool) -> str:
+        record = build_record(
+            draft,
+            settings.service_name,
+            __version__,
+            host,
+            settings.profiling_top_n,
+            with_profile_stats,
+        )
+        return record.to_json()
+
+    return Shipper(
+        client=client,  # type: ignore[arg-type]
+        stream=settings.redis_stream,
+        spool=Spool(settings.spool_path, settings.spool_max_bytes),
+        build=build,
+        batch_size=settings.shipper_batch_size,
+        queue_size=settings.shipper_queue_size,
+        stream_max_len=settings.stream_max_len,
+    )
+
+
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
     """Build the app. Without a `predictor`, the model is loaded from `MODEL_DIR` at startup;
     a missing or tampered artifact stops the startup with a clear error."""
     settings = settings or get_settings()
+    client = connect(settings.redis_url.get_secret_value())
+    shipper = make_shipper(settings, client) if settings.telemetry_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.predictor is None:
             app.state.predictor = load_predictor(settings)
-        yield
+        model = app.state.predictor
+        metrics.model.info({"name": model.name, "version": model.version})
+        if shipper is not None:
+            shipper.start()
+        try:
+            yield
+        finally:
+            if shipper is not None:
+                shipper.stop()
+            client.close()
 
     app = FastAPI(
         title="inferlog",
@@ -52,13 +96,29 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    metrics = Metrics(lambda: shipper.counters() if shipper else None)
     app.state.settings = settings
     app.state.predictor = predictor
+    app.state.shipper = shipper
+    app.state.metrics = metrics
+    app.state.profiler = InferenceProfiler(
+        enabled=settings.telemetry_enabled and settings.profiling_enabled,
+        sample_rate=settings.profiling_sample_rate,
+    )
+    app.state.live_log = LiveLog(
+        client, settings.redis_stream, settings.redis_group, settings.live_window_seconds
+    )
     install_error_handlers(app)
     app.include_router(meta.router)
     app.include_router(predict.router)
     app.include_router(examples.router)
-    # Added last = outermost: every response, 413s included, carries the transaction id.
+    app.include_router(logs.router)
+    # Added last = outermost: every response, 413s included, carries the transaction id
+    # and yields a record.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(TransactionMiddleware)
+    app.add_middleware(
+        TelemetryMiddleware,
+        submit=shipper.submit if shipper else None,
+        metrics=metrics,
+    )
     return app

@@ -45,12 +45,15 @@ def error_response(
     message: str,
     errors: list[FieldError] | None = None,
 ) -> JSONResponse:
+    state = scope.setdefault("state", {})
     body = ErrorResponse(
         error=code,
         message=message,
-        transaction_id=scope.get("state", {}).get("transaction_id"),
+        transaction_id=state.get("transaction_id"),
         errors=errors or [],
     )
+    # For the request record; the 500 path sets the exception type itself.
+    state.setdefault("error", {"type": code, "message": message})
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
@@ -23,10 +24,15 @@ from inferlog.api.schemas import (
     PredictionResponse,
     ProbabilitiesResponse,
 )
+from inferlog.api.security import ClientKey
 from inferlog.features import FEATURE_NAMES
-from inferlog.telemetry.transaction import elapsed_ms, transaction_id
+from inferlog.ml.predictor import Prediction, Predictor
+from inferlog.telemetry.drafts import InferenceDraft
+from inferlog.telemetry.middleware import elapsed_ms, record_inference, transaction_id
+from inferlog.telemetry.profiler import InferenceProfiler
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(tags=["predictions"], dependencies=[ClientKey])
+T = TypeVar("T")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "body too large"},
@@ -38,10 +44,39 @@ def as_matrix(cases: list[BaseModel]) -> np.ndarray:
     return np.array([[case.__dict__[name] for name in FEATURE_NAMES] for case in cases])
 
 
+def run_model(
+    request: Request,
+    predictor: Predictor,
+    model_call: Callable[[np.ndarray], T],
+    x: np.ndarray,
+    batch: bool,
+) -> tuple[T, InferenceDraft]:
+    """The model call, under the profiler; the inference is noted for the request record."""
+    profiler: InferenceProfiler = request.app.state.profiler
+    result, capture = profiler.run(model_call, x)
+    inference = InferenceDraft(
+        model_name=predictor.name,
+        model_version=predictor.version,
+        inputs=x,
+        batch=batch,
+        capture=capture,
+    )
+    record_inference(request.scope, inference)
+    return result, inference
+
+
+def predict_cases(
+    request: Request, predictor: Predictor, x: np.ndarray, batch: bool
+) -> list[Prediction]:
+    predictions, inference = run_model(request, predictor, predictor.predict, x, batch)
+    inference.predictions = predictions
+    return predictions
+
+
 @router.post("/predict", response_model=PredictionResponse, responses=ERRORS)
 async def predict(case: Case, request: Request, predictor: PredictorDep) -> PredictionResponse:
     """Classify one case: label, probability of malignancy, risk level and why."""
-    prediction = predictor.predict(as_matrix([case]))[0]
+    prediction = predict_cases(request, predictor, as_matrix([case]), batch=False)[0]
     return PredictionResponse(
         **asdict(prediction),
         transaction_id=transaction_id(request.scope),
@@ -57,7 +92,9 @@ async def predict_proba(
     predictor: PredictorDep,
 ) -> ProbabilitiesResponse:
     """The probabilities of both classes for one case."""
-    p = float(predictor.probabilities(as_matrix([case]))[0])
+    x = as_matrix([case])
+    probabilities, inference = run_model(request, predictor, predictor.probabilities, x, False)
+    p = inference.probability_malignant = float(probabilities[0])
     return ProbabilitiesResponse(
         transaction_id=transaction_id(request.scope),
         model_version=predictor.version,
@@ -111,7 +148,7 @@ async def predict_batch(
     body = await request.body()
     if content_type == "text/csv":
         parsed = csv_codec.parse_cases(body, settings.max_batch_size)
-        predictions = predictor.predict(parsed.matrix)
+        predictions = predict_cases(request, predictor, parsed.matrix, batch=True)
         return Response(
             csv_codec.write_results(parsed, predictions),
             media_type="text/csv",
@@ -123,7 +160,7 @@ async def predict_batch(
         cases = batch_adapter(settings.max_batch_size).validate_json(body)
     except ValidationError as exc:
         raise InputError(field_errors(exc.errors())) from exc
-    predictions = predictor.predict(as_matrix(cases))
+    predictions = predict_cases(request, predictor, as_matrix(cases), batch=True)
     return BatchResponse(
         transaction_id=transaction_id(request.scope),
         model_version=predictor.version,

@@ -1,0 +1,139 @@
+"""What the request path hands to the shipper, and how the shipper turns it into a record.
+
+The request path only collects references (the validated inputs, the predictions, the raw
+profile) into a `Draft`; building the record (profile statistics, conversion, validation,
+JSON) happens in the shipper's thread, after the response has gone out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from inferlog.features import FEATURE_NAMES
+from inferlog.ml.predictor import Prediction
+from inferlog.telemetry.profiler import Capture, summarize
+from inferlog.telemetry.record import RequestRecord
+
+
+@dataclass
+class InferenceDraft:
+    model_name: str
+    model_version: str
+    inputs: np.ndarray  # (n_cases, 30) in feature-spec order
+    batch: bool
+    capture: Capture
+    predictions: list[Prediction] | None = None
+    probability_malignant: float | None = None
+
+
+@dataclass
+class Draft:
+    timestamp: dt.datetime
+    transaction_id: str
+    method: str
+    path: str
+    status: int = 500
+    request_bytes: int = 0
+    response_bytes: int = 0
+    duration_ns: int = 0
+    client_ip: str | None = None
+    user_agent: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    inference: InferenceDraft | None = field(default=None, repr=False)
+
+
+def _level(status: int) -> str:
+    if status >= 500:
+        return "ERROR"
+    if status >= 400:
+        return "WARNING"
+    return "INFO"
+
+
+def _outcome(p: Prediction) -> dict[str, Any]:
+    return {
+        "label": p.label,
+        "probability": p.probability_malignant,
+        "threshold": p.threshold,
+        "risk_level": p.risk_level,
+        "out_of_range_features": p.out_of_range_features,
+    }
+
+
+def _message(draft: Draft) -> str:
+    head = f"{draft.method} {draft.path} {draft.status} {draft.duration_ns / 1e6:.1f} ms"
+    ml = draft.inference
+    if draft.error_type:
+        return f"{head} {draft.error_type}: {draft.error_message}"
+    if ml is None:
+        return head
+    if ml.predictions is None:
+        return f"{head} p={ml.probability_malignant:.2f}"
+    if ml.batch:
+        malignant = sum(p.label == "malignant" for p in ml.predictions)
+        return f"{head} {len(ml.predictions)} cases ({malignant} malignant)"
+    p = ml.predictions[0]
+    return f"{head} {p.label} p={p.probability_malignant:.2f}"
+
+
+def _ml_section(
+    ml: InferenceDraft, latency_ms: float, top_n: int, with_profile_stats: bool
+) -> dict[str, Any]:
+    rows = [dict(zip(FEATURE_NAMES, row, strict=True)) for row in ml.inputs.tolist()]
+    capture = ml.capture
+    if not with_profile_stats and capture.profile is not None:
+        capture = replace(capture, profile=None, reason="statistics skipped: shipper overloaded")
+    section: dict[str, Any] = {
+        "model": {"name": ml.model_name, "version": ml.model_version},
+        "batch_size": len(rows),
+        "input": rows if ml.batch else rows[0],
+        "profile": {**summarize(capture, top_n), "latency_ms": latency_ms},
+    }
+    if ml.predictions is not None:
+        outcomes = [_outcome(p) for p in ml.predictions]
+        section["prediction"] = outcomes if ml.batch else outcomes[0]
+    if ml.probability_malignant is not None:
+        p = ml.probability_malignant
+        section["probabilities"] = {"malignant": p, "benign": 1.0 - p}
+    return section
+
+
+def build_record(
+    draft: Draft,
+    service_name: str,
+    service_version: str,
+    host_name: str,
+    top_n: int,
+    with_profile_stats: bool = True,
+) -> RequestRecord:
+    document: dict[str, Any] = {
+        "@timestamp": draft.timestamp,
+        "log": {"level": _level(draft.status)},
+        "message": _message(draft),
+        "transaction": {"id": draft.transaction_id},
+        "service": {"name": service_name, "version": service_version},
+        "host": {"name": host_name},
+        "http": {
+            "request": {"method": draft.method, "body": {"bytes": draft.request_bytes}},
+            "response": {
+                "status_code": draft.status,
+                "body": {"bytes": draft.response_bytes},
+            },
+        },
+        "url": {"path": draft.path},
+        "client": {"ip": draft.client_ip},
+        "user_agent": {"original": draft.user_agent},
+        "event": {"duration": draft.duration_ns},
+    }
+    if draft.error_type:
+        document["error"] = {"type": draft.error_type, "message": draft.error_message or ""}
+    if draft.inference is not None:
+        document["ml"] = _ml_section(
+            draft.inference, draft.duration_ns / 1e6, top_n, with_profile_stats
+        )
+    return RequestRecord.model_validate(document)

@@ -1,0 +1,186 @@
+"""cProfile around the model call, plus CPU time and memory; statistics built off the request path.
+
+On the request path, `InferenceProfiler.run` only enables a profiler, calls the model and takes
+a few clock and memory readings. Turning the raw profile into statistics (`summarize`) is the
+expensive part and runs in the shipper's thread.
+
+Concurrency. Python 3.12+ implements cProfile with `sys.monitoring`: one active profiler per
+process, and it records the calls of every thread. So:
+- a process-wide non-blocking lock lets one inference be profiled at a time; an inference that
+  finds it taken runs unprofiled and says so (`profiled: false`, reason "profiler busy"),
+  never waits and never fails; `enable()` refusing (another tool active) is handled the same way;
+- `summarize` keeps only the call tree under the model call: functions reachable from it, with
+  each function's counts and times summed over call edges from inside that tree, so calls made
+  by other threads meanwhile are left out. On 3.11 (per-thread profilers) this changes nothing.
+
+CPU time is the thread CPU time of the model call (`time.thread_time`): psutil's process CPU
+counters tick every 10 ms on Linux, far coarser than a sub-millisecond inference. Memory is the
+process RSS from psutil, before and after the call.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import random
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psutil
+
+T = TypeVar("T")
+FunctionKey = tuple[str, int, str]
+
+_PROFILER_LOCK = threading.Lock()
+_PROCESS = psutil.Process()
+_MB = 1024 * 1024
+
+
+@dataclass
+class Capture:
+    """What the request path measured; `summarize` turns it into the record's `ml.profile`."""
+
+    profile: cProfile.Profile | None
+    root: FunctionKey | None
+    reason: str | None
+    inference_ms: float
+    cpu_ms: float
+    rss_bytes: int
+    rss_delta_bytes: int
+
+    @property
+    def profiled(self) -> bool:
+        return self.profile is not None
+
+
+def function_key(fn: Callable[..., Any]) -> FunctionKey:
+    code = getattr(fn, "__code__", None) or fn.__func__.__code__  # type: ignore[attr-defined]
+    return (code.co_filename, code.co_firstlineno, code.co_name)
+
+
+class InferenceProfiler:
+    def __init__(
+        self,
+        enabled: bool = True,
+        sample_rate: float = 1.0,
+        sampler: Callable[[], float] = random.random,
+    ) -> None:
+        self.enabled = enabled
+        self.sample_rate = sample_rate
+        self._sampler = sampler
+
+    def _skip_reason(self) -> str | None:
+        if not self.enabled:
+            return "profiling disabled"
+        if self._sampler() >= self.sample_rate:
+            return "not sampled"
+        return None
+
+    def run(self, fn: Callable[..., T], *args: Any) -> tuple[T, Capture]:
+        reason = self._skip_reason()
+        profile: cProfile.Profile | None = None
+        locked = reason is None and _PROFILER_LOCK.acquire(blocking=False)
+        if reason is None and not locked:
+            reason = "profiler busy"
+        rss_before = _PROCESS.memory_info().rss
+        try:
+            if locked:
+                profile = cProfile.Profile()
+                try:
+                    profile.enable()
+                except ValueError:  # another profiling tool holds sys.monitoring (3.12+)
+                    profile, reason = None, "another profiler is active"
+            cpu_start, start = time.thread_time(), time.perf_counter()
+            try:
+                result = fn(*args)
+            finally:
+                if profile is not None:
+                    profile.disable()
+                elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
+        finally:
+            if locked:
+                _PROFILER_LOCK.release()
+        rss_after = _PROCESS.memory_info().rss
+        return result, Capture(
+            profile=profile,
+            root=function_key(fn) if profile is not None else None,
+            reason=reason,
+            inference_ms=elapsed * 1000,
+            cpu_ms=cpu * 1000,
+            rss_bytes=rss_after,
+            rss_delta_bytes=rss_after - rss_before,
+        )
+
+
+def _short_path(path: str) -> str:
+    for marker in ("site-packages/", "/src/", "/lib/python"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+def _call_tree(stats: dict[FunctionKey, tuple[Any, ...]], root: FunctionKey) -> set[FunctionKey]:
+    callees: dict[FunctionKey, list[FunctionKey]] = defaultdict(list)
+    for func, (*_, callers) in stats.items():
+        for caller in callers:
+            callees[caller].append(func)
+    tree, todo = {root}, deque([root])
+    while todo:
+        for callee in callees[todo.popleft()]:
+            if callee not in tree:
+                tree.add(callee)
+                todo.append(callee)
+    return tree
+
+
+def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
+    """The profile part of a record: call counts and the top functions by cumulative time."""
+    summary: dict[str, Any] = {
+        "profiled": capture.profiled,
+        "inference_ms": capture.inference_ms,
+        "cpu_ms": capture.cpu_ms,
+        "rss_mb": capture.rss_bytes / _MB,
+        "rss_delta_mb": capture.rss_delta_bytes / _MB,
+    }
+    if capture.profile is None or capture.root is None:
+        summary["reason"] = capture.reason
+        return summary
+    try:
+        stats: dict[FunctionKey, tuple[Any, ...]] = pstats.Stats(capture.profile).stats  # type: ignore[attr-defined]
+    except TypeError:  # pstats refuses a profile that recorded nothing
+        stats = {}
+    if capture.root not in stats:
+        summary.update(function_calls=0, primitive_calls=0, top_functions=[])
+        return summary
+    tree = _call_tree(stats, capture.root)
+    totals: list[tuple[FunctionKey, int, int, float, float]] = []
+    for func in tree:
+        cc, nc, tt, ct, callers = stats[func]
+        if func != capture.root:
+            # Only calls made from inside the tree: other threads' calls stay out (3.12+).
+            # An edge is (calls, primitive calls, tottime, cumtime): note the order.
+            edges = [edge for caller, edge in callers.items() if caller in tree]
+            nc, cc = sum(e[0] for e in edges), sum(e[1] for e in edges)
+            tt, ct = sum(e[2] for e in edges), sum(e[3] for e in edges)
+        totals.append((func, cc, nc, tt, ct))
+    totals.sort(key=lambda t: t[4], reverse=True)
+    summary.update(
+        function_calls=sum(t[2] for t in totals),
+        primitive_calls=sum(t[1] for t in totals),
+        top_functions=[
+            {
+                "function": name,
+                "file": _short_path(file),
+                "line": line,
+                "calls": nc,
+                "tottime_ms": tt * 1000,
+                "cumtime_ms": ct * 1000,
+            }
+            for (file, line, name), _, nc, tt, ct in totals[:top_n]
+        ],
+    )
+    return summary

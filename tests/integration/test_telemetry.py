@@ -1,0 +1,326 @@
+"""Telemetry against a real redis-server: one record per request, shipping, outages, /logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from tests.servers import RedisServer
+
+from inferlog.api.app import create_app
+from inferlog.config import Settings
+from inferlog.ml import dataset
+from inferlog.ml.predictor import Predictor
+from inferlog.telemetry.record import SCHEMA, RequestRecord
+
+ADMIN_KEY = "admin-key-for-tests"
+MALIGNANT = dataset.held_out_examples()["malignant"]
+BENIGN = dataset.held_out_examples()["benign"]
+
+
+def make_settings(model_dir: Path, data_dir: Path, redis_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "model_dir": model_dir,
+        "data_dir": data_dir,
+        "redis_url": redis_url,
+        "redis_stream": f"test:{time.monotonic_ns()}",
+        "api_keys": ADMIN_KEY,
+        "max_batch_size": 50,
+    }
+    return Settings(**(values | overrides))
+
+
+def stream_records(server: RedisServer, stream: str) -> list[dict[str, Any]]:
+    return [json.loads(fields["record"]) for _, fields in server.client().xrange(stream)]
+
+
+def wait_shipped(app: FastAPI, timeout: float = 20) -> None:
+    assert app.state.shipper.wait_idle(timeout), app.state.shipper.counters()
+
+
+@pytest.fixture
+def live(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> Iterator[tuple[TestClient, FastAPI]]:
+    app = create_app(make_settings(model_dir, tmp_path, redis_server.url), predictor)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, app
+
+
+def test_every_request_yields_exactly_one_valid_record(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, app = live
+    calls = {
+        "ok-predict": lambda h: client.post("/predict", json=MALIGNANT, headers=h),
+        "ok-proba": lambda h: client.post("/predict_proba", json=BENIGN, headers=h),
+        "ok-batch": lambda h: client.post("/predict/batch", json=[MALIGNANT, BENIGN], headers=h),
+        "ok-health": lambda h: client.get("/health", headers=h),
+        "bad-422": lambda h: client.post("/predict", json={"radius_mean": -1}, headers=h),
+        "bad-404": lambda h: client.get("/nowhere", headers=h),
+        "bad-405": lambda h: client.get("/predict", headers=h),
+        "bad-415": lambda h: client.post(
+            "/predict/batch", content=b"x", headers=h | {"content-type": "text/plain"}
+        ),
+    }
+    statuses = {name: call({"X-Request-ID": name}).status_code for name, call in calls.items()}
+    monkeypatch.setattr(app.state.predictor, "probabilities", lambda x: 1 / 0)
+    statuses["err-500"] = client.post(
+        "/predict_proba", json=BENIGN, headers={"X-Request-ID": "err-500"}
+    ).status_code
+    wait_shipped(app)
+
+    records = stream_records(redis_server, app.state.settings.redis_stream)
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        RequestRecord.model_validate(record)
+        by_id.setdefault(record["transaction"]["id"], []).append(record)
+    assert {tid: len(found) for tid, found in by_id.items()} == dict.fromkeys(statuses, 1)
+    for tid, status in statuses.items():
+        record = by_id[tid][0]
+        assert record["schema"] == SCHEMA
+        assert record["http"]["response"]["status_code"] == status
+        assert record["log"]["level"] == {2: "INFO", 4: "WARNING", 5: "ERROR"}[status // 100]
+        assert ("error" in record) == (status >= 400)
+    assert by_id["err-500"][0]["error"]["type"] == "ZeroDivisionError"
+    assert by_id["bad-422"][0]["error"]["type"] == "validation_error"
+    predict = by_id["ok-predict"][0]
+    assert predict["ml"]["input"] == MALIGNANT
+    assert predict["ml"]["prediction"]["label"] == "malignant"
+    assert predict["message"].startswith("POST /predict 200 ")
+    assert predict["http"]["request"]["body"]["bytes"] > 0
+    assert predict["http"]["response"]["body"]["bytes"] > 0
+    batch = by_id["ok-batch"][0]["ml"]
+    assert batch["batch_size"] == 2
+    assert [p["label"] for p in batch["prediction"]] == ["malignant", "benign"]
+    assert by_id["ok-proba"][0]["ml"]["probabilities"]["benign"] > 0.5
+
+
+def test_a_profiled_record_holds_the_model_call_tree(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer
+) -> None:
+    client, app = live
+    client.post("/predict", json=MALIGNANT, headers={"X-Request-ID": "profiled-1"})
+    wait_shipped(app)
+    (record,) = stream_records(redis_server, app.state.settings.redis_stream)
+    profile = record["ml"]["profile"]
+    assert profile["profiled"] is True
+    assert profile["function_calls"] >= profile["primitive_calls"] > 10
+    top = profile["top_functions"]
+    assert len(top) == 10
+    assert top[0]["function"] == "predict" and top[0]["calls"] == 1
+    assert top[0]["file"].endswith("inferlog/ml/predictor.py")
+    assert [f["cumtime_ms"] for f in top] == sorted((f["cumtime_ms"] for f in top), reverse=True)
+    assert 0 < profile["inference_ms"] <= profile["latency_ms"]
+    assert profile["cpu_ms"] > 0 and profile["rss_mb"] > 10
+
+
+def test_records_never_contain_api_keys_or_the_redis_url(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    settings = make_settings(model_dir, tmp_path, redis_server.url, require_api_key=True)
+    app = create_app(settings, predictor)
+    with TestClient(app) as client:
+        ok = client.post("/predict", json=MALIGNANT, headers={"X-API-Key": ADMIN_KEY})
+        assert ok.status_code == 200
+        assert client.post("/predict", json=MALIGNANT).status_code == 401
+        wait_shipped(app)
+    raw = json.dumps(stream_records(redis_server, settings.redis_stream))
+    assert ADMIN_KEY not in raw
+    assert str(redis_server.port) not in raw
+
+
+def test_unsampled_and_disabled_profiling_say_so(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    for overrides, reason in (
+        ({"profiling_sample_rate": 0.0}, "not sampled"),
+        ({"profiling_enabled": False}, "profiling disabled"),
+    ):
+        settings = make_settings(model_dir, tmp_path, redis_server.url, **overrides)
+        app = create_app(settings, predictor)
+        with TestClient(app) as client:
+            client.post("/predict", json=BENIGN)
+            wait_shipped(app)
+        (record,) = stream_records(redis_server, settings.redis_stream)
+        assert record["ml"]["profile"]["profiled"] is False
+        assert record["ml"]["profile"]["reason"] == reason
+        assert record["ml"]["profile"]["inference_ms"] > 0
+
+
+def test_telemetry_off_ships_nothing(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    settings = make_settings(model_dir, tmp_path, redis_server.url, telemetry_enabled=False)
+    with TestClient(create_app(settings, predictor)) as client:
+        assert client.post("/predict", json=BENIGN).status_code == 200
+    assert redis_server.client().xlen(settings.redis_stream) == 0
+
+
+def test_redis_down_spools_then_every_record_arrives_in_order_once(
+    model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    server = RedisServer(tmp_path / "redis-outage", persistent=True)
+    (tmp_path / "redis-outage").mkdir()
+    server.start()
+    settings = make_settings(
+        model_dir, tmp_path / "data", server.url, shipper_queue_size=5, shipper_batch_size=7
+    )
+    app = create_app(settings, predictor)
+    sent: list[str] = []
+
+    def predict(n: int, prefix: str) -> None:
+        for i in range(n):
+            tid = f"{prefix}-{i:03d}"
+            response = client.post("/predict", json=MALIGNANT, headers={"X-Request-ID": tid})
+            assert response.status_code == 200
+            sent.append(tid)
+
+    try:
+        with TestClient(app) as client:
+            predict(10, "before")
+            wait_shipped(app)
+            server.stop()
+            predict(40, "during")
+            deadline = time.monotonic() + 10
+            while app.state.shipper.counters().spooled < 35 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            counters = app.state.shipper.counters()
+            assert counters.spooled >= 35  # memory holds 5, the rest overflowed to the spool
+            assert counters.dropped == 0
+            server.start()
+            predict(10, "after")
+            wait_shipped(app)
+            assert app.state.shipper.counters().spool_pending == 0
+        ids = [r["transaction"]["id"] for r in stream_records(server, settings.redis_stream)]
+        assert ids == sent
+    finally:
+        server.stop()
+
+
+def test_an_api_restart_while_spooled_loses_nothing(
+    model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    server = RedisServer(tmp_path / "redis-restart", persistent=True)
+    (tmp_path / "redis-restart").mkdir()
+    settings = make_settings(model_dir, tmp_path / "data", server.url, shipper_queue_size=3)
+    sent = []
+    # Redis never started: everything stays in memory or the spool.
+    with TestClient(create_app(settings, predictor)) as client:
+        for i in range(12):
+            tid = f"spooled-{i:02d}"
+            assert client.post("/predict", json=BENIGN, headers={"X-Request-ID": tid}).is_success
+            sent.append(tid)
+    # Shut down: memory went to the spool. A new API process drains it once Redis is up.
+    assert settings.spool_path.read_text().count("\n") == 12
+    server.start()
+    try:
+        app = create_app(settings, predictor)
+        with TestClient(app) as client:
+            client.get("/health", headers={"X-Request-ID": "after-restart"})
+            wait_shipped(app)
+        ids = [r["transaction"]["id"] for r in stream_records(server, settings.redis_stream)]
+        assert ids == [*sent, "after-restart"]
+        assert settings.spool_path.read_text() == ""
+    finally:
+        server.stop()
+
+
+def test_delete_logs_needs_an_admin_key(live: tuple[TestClient, FastAPI]) -> None:
+    client, _ = live
+    missing = client.delete("/logs")
+    assert missing.status_code == 401
+    assert missing.json()["error"] == "unauthorized"
+    assert client.delete("/logs", headers={"X-API-Key": "wrong"}).status_code == 403
+    assert client.delete("/logs", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+
+
+def test_delete_logs_never_removes_an_unacknowledged_entry(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer
+) -> None:
+    client, app = live
+    settings = app.state.settings
+    for i in range(10):
+        client.post("/predict", json=BENIGN, headers={"X-Request-ID": f"del-{i}"})
+    wait_shipped(app)
+    r = redis_server.client()
+    r.xgroup_create(settings.redis_stream, settings.redis_group, id="0")
+    delivered = r.xreadgroup(settings.redis_group, "c1", {settings.redis_stream: ">"}, count=6)
+    delivered_ids = [entry_id for entry_id, _ in delivered[0][1]]
+    r.xack(settings.redis_stream, settings.redis_group, *delivered_ids[:4])  # 2 stay pending
+    before = [entry_id for entry_id, _ in r.xrange(settings.redis_stream)]
+
+    answer = client.delete("/logs", headers={"X-API-Key": ADMIN_KEY}).json()
+
+    after = [entry_id for entry_id, _ in r.xrange(settings.redis_stream)]
+    assert answer == {"removed": 4, "kept": 6}
+    # (The DELETE request's own record may have arrived meanwhile: compare the older entries.)
+    assert [i for i in after if i in before] == [i for i in before if i not in delivered_ids[:4]]
+    assert set(delivered_ids[4:6]) <= set(after)  # pending: delivered, not acknowledged
+
+
+def test_logs_filters_and_lookup(live: tuple[TestClient, FastAPI]) -> None:
+    client, app = live
+    client.post("/predict", json=MALIGNANT, headers={"X-Request-ID": "find-me"})
+    client.post("/predict", json={"radius_mean": -1}, headers={"X-Request-ID": "bad-one"})
+    client.get("/health", headers={"X-Request-ID": "health-1"})
+    wait_shipped(app)
+    newest_first = client.get("/logs").json()["records"]
+    assert [r["transaction"]["id"] for r in newest_first] == ["health-1", "bad-one", "find-me"]
+    assert [r["transaction"]["id"] for r in client.get("/logs?status=4xx").json()["records"]] == [
+        "bad-one"
+    ]
+    by_path = client.get("/logs", params={"path": "/predict", "status": "200"}).json()
+    assert [r["transaction"]["id"] for r in by_path["records"]] == ["find-me"]
+    assert client.get("/logs?limit=1").json()["count"] == 1
+    assert client.get("/logs/find-me").json()["ml"]["prediction"]["label"] == "malignant"
+    assert client.get("/logs/never-seen").status_code == 404
+    assert client.get("/logs?status=99").status_code == 422
+
+
+def test_logs_stats_summarise_the_window(live: tuple[TestClient, FastAPI]) -> None:
+    client, app = live
+    for _ in range(3):
+        client.post("/predict", json=MALIGNANT)
+    client.post("/predict", json=BENIGN)
+    client.post("/predict", json={"radius_mean": -1})
+    wait_shipped(app)
+    stats = client.get("/logs/stats").json()
+    assert stats["requests"] == 5
+    assert stats["errors"] == 1 and stats["error_rate"] == pytest.approx(0.2)
+    assert stats["labels"] == {"malignant": 3, "benign": 1}
+    assert stats["inferences"] == stats["profiled"] == 4
+    assert stats["latency_ms"]["p50"] <= stats["latency_ms"]["p99"]
+    assert stats["hottest_functions"][0]["function"] == "predict"
+    assert stats["hottest_functions"][0]["requests"] == 4
+    assert stats["shipper"]["shipped"] == 5 and stats["shipper"]["dropped"] == 0
+    assert stats["stream"]["length"] == 5
+    assert stats["stream"]["lag"] == 5  # no pipeline consumer yet
+
+
+def test_logs_answer_503_when_redis_is_down(settings: Settings, predictor: Predictor) -> None:
+    with TestClient(create_app(settings, predictor)) as client:  # Redis on a closed port
+        response = client.get("/logs")
+    assert response.status_code == 503
+    assert "Redis is unreachable" in response.json()["message"]
+
+
+def test_metrics_expose_requests_inference_and_shipper(live: tuple[TestClient, FastAPI]) -> None:
+    client, app = live
+    client.post("/predict", json=MALIGNANT)
+    client.post("/predict", json={})
+    wait_shipped(app)
+    text = client.get("/metrics").text
+    assert 'inferlog_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'inferlog_http_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
+    assert 'inferlog_inferences_total{profiled="true"} 1.0' in text
+    assert "inferlog_inference_duration_seconds_bucket" in text
+    assert "inferlog_shipper_shipped_total 2.0" in text
+    version = app.state.predictor.version
+    assert f'inferlog_model_info{{name="breast-cancer-malignancy",version="{version}"}} 1.0' in text
