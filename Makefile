@@ -10,7 +10,15 @@ endif
 export UV_PYTHON_DOWNLOADS := never
 RUN := $(UV) run --locked
 
-.PHONY: help install model run api test lint format clean
+# The profiler behaves differently from Python 3.12 on (one process-wide profiler that sees every
+# thread): its concurrency test also runs under the newest 3.12+ interpreter found here.
+NEWER_PYTHON_TEST := tests/integration/test_profiling_concurrency.py
+NEWER_PYTHON := $(shell for candidate in python3.13 python3.12 \
+	$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[23]*/bin/python3 2>/dev/null | sort -r); do \
+	command -v $$candidate >/dev/null 2>&1 && $$candidate -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null \
+	&& command -v $$candidate && break; done)
+
+.PHONY: help install model run api test test-newer-python lint format clean
 
 help:
 	@echo "make run      train the model if missing, then start the product"
@@ -39,6 +47,18 @@ api: install
 
 test: install
 	$(RUN) pytest
+	$(MAKE) --no-print-directory test-newer-python
+
+test-newer-python: | $(UV)
+ifeq ($(NEWER_PYTHON),)
+ifeq ($(CI),true)
+	@echo "no Python >= 3.12 found: the profiler's 3.12+ behaviour cannot be tested" >&2; exit 1
+else
+	@echo "skipping the 3.12+ profiler test: no Python >= 3.12 found"
+endif
+else
+	UV_PROJECT_ENVIRONMENT=.venv-newer $(UV) run --locked --python $(NEWER_PYTHON) pytest $(NEWER_PYTHON_TEST)
+endif
 
 lint: install
 	$(RUN) ruff check .
@@ -49,4 +69,4 @@ format: install
 	$(RUN) ruff format .
 
 clean:
-	rm -rf .venv .tools .pytest_cache .ruff_cache
+	rm -rf .venv .venv-newer .tools .pytest_cache .ruff_cache

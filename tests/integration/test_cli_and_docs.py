@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from tests.servers import free_port
 
 from inferlog.config import Settings
 from inferlog.ml.artifacts import ARTIFACT_FILE, CARD_FILE
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

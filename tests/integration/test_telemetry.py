@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from tests.servers import RedisServer
 
 from inferlog.api.app import create_app
 from inferlog.config import Settings
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
 from inferlog.telemetry.record import SCHEMA, RequestRecord
+from tests.servers import RedisServer
 
 ADMIN_KEY = "admin-key-for-tests"
 MALIGNANT = dataset.held_out_examples()["malignant"]

@@ -43,7 +43,7 @@ def load_predictor(settings: Settings) -> Predictor:
     return predictor
 
 
-def make_shipper(settings: Settings, client: object) -> Shipper:
+def make_shipper(settings: Settings) -> Shipper:
     host = socket.gethostname()
 
     def build(draft: Draft, with_profile_stats: bool) -> str:
@@ -58,7 +58,6 @@ def make_shipper(settings: Settings, client: object) -> Shipper:
         return record.to_json()
 
     return Shipper(
-        client=client,  # type: ignore[arg-type]
         stream=settings.redis_stream,
         spool=Spool(settings.spool_path, settings.spool_max_bytes),
         build=build,
@@ -72,8 +71,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     """Build the app. Without a `predictor`, the model is loaded from `MODEL_DIR` at startup;
     a missing or tampered artifact stops the startup with a clear error."""
     settings = settings or get_settings()
-    client = connect(settings.redis_url.get_secret_value())
-    shipper = make_shipper(settings, client) if settings.telemetry_enabled else None
+    shipper = make_shipper(settings) if settings.telemetry_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,14 +79,19 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
             app.state.predictor = load_predictor(settings)
         model = app.state.predictor
         metrics.model.info({"name": model.name, "version": model.version})
+        # The Redis client belongs to the running loop: created here, closed here.
+        client = connect(settings.redis_url.get_secret_value())
+        app.state.live_log = LiveLog(
+            client, settings.redis_stream, settings.redis_group, settings.live_window_seconds
+        )
         if shipper is not None:
-            shipper.start()
+            shipper.start(client)
         try:
             yield
         finally:
             if shipper is not None:
-                shipper.stop()
-            client.close()
+                await shipper.stop()
+            await client.aclose()
 
     app = FastAPI(
         title="inferlog",
@@ -104,9 +107,6 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.profiler = InferenceProfiler(
         enabled=settings.telemetry_enabled and settings.profiling_enabled,
         sample_rate=settings.profiling_sample_rate,
-    )
-    app.state.live_log = LiveLog(
-        client, settings.redis_stream, settings.redis_group, settings.live_window_seconds
     )
     install_error_handlers(app)
     app.include_router(meta.router)

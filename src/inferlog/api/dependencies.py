@@ -10,14 +10,14 @@ from inferlog.config import Settings
 from inferlog.ml.predictor import Predictor
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     predictor: Predictor | None = request.app.state.predictor
     if predictor is None:
         raise HTTPException(503, "the model is not loaded yet")
     return predictor
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

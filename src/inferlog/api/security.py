@@ -27,11 +27,11 @@ def _check(provided: str | None, settings: Settings) -> None:
         raise HTTPException(403, "invalid API key")
 
 
-def require_admin(provided: ApiKey, settings: SettingsDep) -> None:
+async def require_admin(provided: ApiKey, settings: SettingsDep) -> None:
     _check(provided, settings)
 
 
-def require_client_key(provided: ApiKey, settings: SettingsDep) -> None:
+async def require_client_key(provided: ApiKey, settings: SettingsDep) -> None:
     if settings.require_api_key:
         _check(provided, settings)
 

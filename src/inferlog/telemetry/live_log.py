@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from inferlog.telemetry.shipper import RECORD_FIELD
 
@@ -24,10 +25,11 @@ log = logging.getLogger(__name__)
 PAGE = 500
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str) -> redis.asyncio.Redis:
+    """An asyncio client: all the API's Redis I/O runs on its event loop (see the shipper)."""
     # RESP2 keeps replies identical between redis-server and the embedded server; short
     # timeouts keep a dead Redis from stalling a request or the shipper.
-    return redis.Redis.from_url(
+    return redis.asyncio.Redis.from_url(
         url,
         protocol=2,
         decode_responses=True,
@@ -57,12 +59,14 @@ class LiveLog:
         start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.window_seconds)
         return max(start, since) if since is not None else start
 
-    def _newest_first(self, since: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
+    async def _newest_first(
+        self, since: dt.datetime | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Records of the window, newest first, read page by page; unreadable entries skipped."""
         low = _ms_id(self.window_start(since))
         high = "+"
         while True:
-            entries = self.client.xrevrange(self.stream, max=high, min=low, count=PAGE)
+            entries = await self.client.xrevrange(self.stream, max=high, min=low, count=PAGE)
             for entry_id, fields in entries:
                 try:
                     yield json.loads(fields[RECORD_FIELD])
@@ -72,30 +76,30 @@ class LiveLog:
                 return
             high = "(" + entries[-1][0]
 
-    def recent(
+    async def recent(
         self,
         limit: int,
         since: dt.datetime | None = None,
         keep: Callable[[dict[str, Any]], bool] = lambda record: True,
     ) -> list[dict[str, Any]]:
         found = []
-        for record in self._newest_first(since):
+        async for record in self._newest_first(since):
             if keep(record):
                 found.append(record)
                 if len(found) >= limit:
                     break
         return found
 
-    def find(self, transaction_id: str) -> dict[str, Any] | None:
-        for record in self._newest_first():
+    async def find(self, transaction_id: str) -> dict[str, Any] | None:
+        async for record in self._newest_first():
             if record.get("transaction", {}).get("id") == transaction_id:
                 return record
         return None
 
-    def stream_info(self) -> dict[str, Any]:
-        length = self.client.xlen(self.stream)
+    async def stream_info(self) -> dict[str, Any]:
+        length = await self.client.xlen(self.stream)
         info: dict[str, Any] = {"stream": self.stream, "length": length, "group": self.group}
-        group = self._group()
+        group = await self._group()
         if group is None:
             info.update(consumers=0, pending=0, lag=length, last_delivered_id=None)
             return info
@@ -107,36 +111,38 @@ class LiveLog:
         )
         return info
 
-    def _group(self) -> dict[str, Any] | None:
+    async def _group(self) -> dict[str, Any] | None:
         try:
-            groups = self.client.xinfo_groups(self.stream)
+            groups = await self.client.xinfo_groups(self.stream)
         except redis.ResponseError:  # no such stream yet
             return None
         return next((g for g in groups if g["name"] == self.group), None)
 
-    def delete_acknowledged(self) -> Deletion:
-        group = self._group()
+    async def delete_acknowledged(self) -> Deletion:
+        group = await self._group()
         if group is None:
-            return Deletion(removed=0, kept=self.client.xlen(self.stream))
+            return Deletion(removed=0, kept=await self.client.xlen(self.stream))
         last_delivered = group["last-delivered-id"]
-        pending = self._pending_ids()
+        pending = await self._pending_ids()
         removed = 0
         low = "-"
         while True:
-            entries = self.client.xrange(self.stream, min=low, max=last_delivered, count=PAGE)
+            entries = await self.client.xrange(self.stream, min=low, max=last_delivered, count=PAGE)
             acknowledged = [entry_id for entry_id, _ in entries if entry_id not in pending]
             if acknowledged:
-                removed += self.client.xdel(self.stream, *acknowledged)
+                removed += await self.client.xdel(self.stream, *acknowledged)
             if len(entries) < PAGE:
                 break
             low = "(" + entries[-1][0]
-        return Deletion(removed=removed, kept=self.client.xlen(self.stream))
+        return Deletion(removed=removed, kept=await self.client.xlen(self.stream))
 
-    def _pending_ids(self) -> set[str]:
+    async def _pending_ids(self) -> set[str]:
         ids: set[str] = set()
         low = "-"
         while True:
-            page = self.client.xpending_range(self.stream, self.group, min=low, max="+", count=PAGE)
+            page = await self.client.xpending_range(
+                self.stream, self.group, min=low, max="+", count=PAGE
+            )
             ids.update(p["message_id"] for p in page)
             if len(page) < PAGE:
                 return ids

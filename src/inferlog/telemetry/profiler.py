@@ -5,13 +5,16 @@ a few clock and memory readings. Turning the raw profile into statistics (`summa
 expensive part and runs in the shipper's thread.
 
 Concurrency. Python 3.12+ implements cProfile with `sys.monitoring`: one active profiler per
-process, and it records the calls of every thread. So:
+process, and it records the calls of every thread (as if they were made by whatever function
+the profiled thread is running). Three things keep a profile to its own request:
+- the API runs all its Python code on one thread, the event loop: the model call is synchronous
+  and the shipper is an asyncio task, so nothing else runs while a profile is active;
 - a process-wide non-blocking lock lets one inference be profiled at a time; an inference that
   finds it taken runs unprofiled and says so (`profiled: false`, reason "profiler busy"),
   never waits and never fails; `enable()` refusing (another tool active) is handled the same way;
-- `summarize` keeps only the call tree under the model call: functions reachable from it, with
-  each function's counts and times summed over call edges from inside that tree, so calls made
-  by other threads meanwhile are left out. On 3.11 (per-thread profilers) this changes nothing.
+- `summarize` keeps only the call tree under the model call, and counts a function that was
+  also called from outside that tree only for its calls from inside it. (pstats aggregates per
+  function, so the callees of such a shared function cannot be split: hence the first point.)
 
 CPU time is the thread CPU time of the model call (`time.thread_time`): psutil's process CPU
 counters tick every 10 ms on Linux, far coarser than a sub-millisecond inference. Memory is the
@@ -160,9 +163,11 @@ def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
     totals: list[tuple[FunctionKey, int, int, float, float]] = []
     for func in tree:
         cc, nc, tt, ct, callers = stats[func]
-        if func != capture.root:
-            # Only calls made from inside the tree: other threads' calls stay out (3.12+).
-            # An edge is (calls, primitive calls, tottime, cumtime): note the order.
+        outside = [caller for caller in callers if caller not in tree]
+        if func != capture.root and outside:
+            # Called from outside the tree too (another thread, 3.12+): count only the calls
+            # made from inside it. An edge is (calls, primitive calls, tottime, cumtime). Edge
+            # sums can overcount nested re-entry, so they serve only this case.
             edges = [edge for caller, edge in callers.items() if caller in tree]
             nc, cc = sum(e[0] for e in edges), sum(e[1] for e in edges)
             tt, ct = sum(e[2] for e in edges), sum(e[3] for e in edges)

@@ -1,14 +1,17 @@
 """The shipper: records leave the request path at once and reach the Redis Stream in batches.
 
-    request path --submit()--> inbox --worker thread--> memory queue --XADD (pipeline)--> Redis
+    request path --submit()--> inbox --shipper task--> memory queue --XADD (pipeline)--> Redis
                                                             |   ^
                                               overflow (oldest)  | drained first, in order
                                                             v   |
                                                          spool file
 
 - `submit` never blocks and never touches the network.
-- The worker builds records (profile statistics, JSON) and ships them in MULTI/EXEC pipelines,
-  so a batch is added whole or not at all.
+- The shipper is an asyncio task on the API's event loop, not a thread: then no other thread ever
+  runs Python code while an inference is profiled, which is what keeps a profile to its own
+  request on Python 3.12+ (one process-wide profiler that records every thread). It builds
+  records (profile statistics, JSON) one at a time, yielding to requests between them, and ships
+  them in MULTI/EXEC pipelines, so a batch is added whole or not at all.
 - While Redis is unreachable, records wait in memory up to `SHIPPER_QUEUE_SIZE`; beyond that the
   oldest move to the spool file. The spool always holds the older records, so draining the spool
   first, then memory, keeps the original order. Retries back off exponentially up to 5 s.
@@ -19,8 +22,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio
 
 from inferlog.telemetry.drafts import Draft
 from inferlog.telemetry.spool import Spool
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RECORD_FIELD = "record"
 MAX_BACKOFF_SECONDS = 5.0
+FIRST_BACKOFF_SECONDS = 0.1
 
 
 @dataclass
@@ -52,7 +58,6 @@ class ShipperCounters:
 class Shipper:
     def __init__(
         self,
-        client: redis.Redis,
         stream: str,
         spool: Spool,
         build: Callable[[Draft, bool], str],
@@ -61,7 +66,6 @@ class Shipper:
         stream_max_len: int = 1_000_000,
         flush_interval: float = 0.05,
     ) -> None:
-        self._client = client
         self._stream = stream
         self._spool = spool
         self._build = build
@@ -69,48 +73,55 @@ class Shipper:
         self._queue_size = queue_size
         self._max_len = stream_max_len
         self._flush_interval = flush_interval
-        self._inbox: queue.SimpleQueue[Draft] = queue.SimpleQueue()
+        self._inbox: deque[Draft] = deque()
         self._memory: deque[str] = deque()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._client: redis.asyncio.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._stopping = False
         self._next_attempt = 0.0
-        self._backoff = 0.1
+        self._backoff = FIRST_BACKOFF_SECONDS
         self._shipped = 0
         self._spooled = 0
         self._dropped = 0
         self._failed = 0
         self._available = False
-        self._idle = threading.Event()
-        self._idle_lock = threading.Lock()  # keeps "inbox empty" and "idle" consistent
+        self._idle = threading.Event()  # waited on from other threads (tests, benchmarks)
 
-    # -- request path -------------------------------------------------------------------------
+    # -- request path (event loop) ------------------------------------------------------------
 
     def submit(self, draft: Draft) -> None:
-        with self._idle_lock:
-            self._inbox.put(draft)
-            self._idle.clear()
+        self._inbox.append(draft)
+        self._idle.clear()
+        if self._wakeup is not None and len(self._inbox) >= self._batch_size:
+            self._wakeup.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="inferlog-shipper", daemon=True)
-        self._thread.start()
+    def start(self, client: redis.asyncio.Redis) -> None:
+        """Start the shipper task on the running event loop."""
+        self._client = client
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="inferlog-shipper")
 
-    def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self) -> None:
         """Ship what can be shipped, spool the rest."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._task is not None:
+            await self._task
         log.info("shipper stopped: %s", self.counters())
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until everything submitted so far has been shipped (tests, benchmarks)."""
+        """Block until everything submitted so far has been shipped."""
         return self._idle.wait(timeout)
 
     def counters(self) -> ShipperCounters:
         return ShipperCounters(
             shipped=self._shipped,
-            queued=len(self._memory) + self._inbox.qsize(),
+            queued=len(self._memory) + len(self._inbox),
             spooled=self._spooled,
             spool_pending=self._spool.pending,
             dropped=self._dropped,
@@ -118,39 +129,35 @@ class Shipper:
             redis_available=self._available,
         )
 
-    # -- worker -------------------------------------------------------------------------------
+    # -- the task -----------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._take_drafts(block=True)
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._flush_interval)
+            self._wakeup.clear()
+            await self._build_drafts()
             self._overflow_to_spool()
-            self._ship()
-            with self._idle_lock:
-                if not self._memory and not self._spool.pending and self._inbox.empty():
-                    self._idle.set()
-        while not self._inbox.empty():
-            self._take_drafts(block=False)
+            await self._ship()
+            if not (self._inbox or self._memory or self._spool.pending):
+                self._idle.set()
+        await self._build_drafts()
         self._next_attempt = 0.0
-        self._ship()
+        await self._ship()
         self._spill(len(self._memory))
 
-    def _take_drafts(self, block: bool) -> None:
-        drafts: list[Draft] = []
-        try:
-            if block:
-                drafts.append(self._inbox.get(timeout=self._flush_interval))
-            while len(drafts) < self._batch_size:
-                drafts.append(self._inbox.get_nowait())
-        except queue.Empty:
-            pass
-        # Under overload, skip the costly profile statistics rather than fall behind.
-        with_profile = self._inbox.qsize() < self._queue_size
-        for draft in drafts:
+    async def _build_drafts(self) -> None:
+        while self._inbox:
+            # Under overload, skip the costly profile statistics rather than fall behind.
+            with_profile = len(self._inbox) < self._queue_size
+            draft = self._inbox.popleft()
             try:
                 self._memory.append(self._build(draft, with_profile))
             except Exception:
                 self._failed += 1
                 log.exception("could not build the record of transaction %s", draft.transaction_id)
+            await asyncio.sleep(0)  # let waiting requests go first
 
     def _overflow_to_spool(self) -> None:
         excess = len(self._memory) - self._queue_size
@@ -174,13 +181,16 @@ class Shipper:
                 self._dropped,
             )
 
-    def _xadd(self, lines: list[str]) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        for line in lines:
-            pipe.xadd(self._stream, {RECORD_FIELD: line}, maxlen=self._max_len, approximate=True)
-        pipe.execute()
+    async def _xadd(self, lines: list[str]) -> None:
+        assert self._client is not None
+        async with self._client.pipeline(transaction=True) as pipe:
+            for line in lines:
+                pipe.xadd(
+                    self._stream, {RECORD_FIELD: line}, maxlen=self._max_len, approximate=True
+                )
+            await pipe.execute()
 
-    def _ship(self) -> None:
+    async def _ship(self) -> None:
         if not (self._memory or self._spool.pending) or time.monotonic() < self._next_attempt:
             return
         try:
@@ -188,17 +198,17 @@ class Shipper:
                 lines, offset = self._spool.read(self._batch_size)
                 if not lines:
                     break
-                self._xadd(lines)
+                await self._xadd(lines)
                 self._spool.commit(offset, len(lines))
                 self._shipped += len(lines)
             while self._memory:
                 lines = [self._memory[i] for i in range(min(self._batch_size, len(self._memory)))]
-                self._xadd(lines)
+                await self._xadd(lines)
                 for _ in lines:
                     self._memory.popleft()
                 self._shipped += len(lines)
-        except redis.RedisError as exc:
-            if self._available or self._backoff == 0.1:
+        except (redis.RedisError, OSError) as exc:
+            if self._available or self._backoff == FIRST_BACKOFF_SECONDS:
                 log.warning("Redis unreachable (%s): records wait in memory, then the spool", exc)
             self._available = False
             self._next_attempt = time.monotonic() + self._backoff
@@ -207,4 +217,4 @@ class Shipper:
         if not self._available:
             log.info("Redis reachable: shipping records")
         self._available = True
-        self._backoff = 0.1
+        self._backoff = FIRST_BACKOFF_SECONDS

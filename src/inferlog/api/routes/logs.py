@@ -28,7 +28,7 @@ def _live_log(request: Request) -> LiveLog:
 def _redis_errors() -> Iterator[None]:
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, OSError) as exc:
         raise HTTPException(503, f"Redis is unreachable: {exc}") from exc
 
 
@@ -49,7 +49,7 @@ def _matches(
 
 
 @router.get("/logs", summary="Recent request records, newest first")
-def recent_logs(
+async def recent_logs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     since: Annotated[dt.datetime | None, Query(description="ISO 8601 time, UTC if naive")] = None,
@@ -63,19 +63,19 @@ def recent_logs(
         since = since.replace(tzinfo=dt.UTC)
     live = _live_log(request)
     with _redis_errors():
-        records = live.recent(
+        records = await live.recent(
             limit, since, keep=lambda r: _matches(r, status, path, transaction_id)
         )
     return {"count": len(records), "window_seconds": live.window_seconds, "records": records}
 
 
 @router.get("/logs/stats", summary="Statistics over the live window")
-def log_stats(request: Request) -> dict[str, Any]:
+async def log_stats(request: Request) -> dict[str, Any]:
     live = _live_log(request)
     settings = request.app.state.settings
     with _redis_errors():
-        records = live.recent(settings.stats_max_records)
-        stream = live.stream_info()
+        records = await live.recent(settings.stats_max_records)
+        stream = await live.stream_info()
     shipper = request.app.state.shipper
     return {
         "window_seconds": live.window_seconds,
@@ -88,9 +88,9 @@ def log_stats(request: Request) -> dict[str, Any]:
 
 
 @router.get("/logs/{transaction_id}", summary="One request record")
-def one_log(request: Request, transaction_id: str) -> dict[str, Any]:
+async def one_log(request: Request, transaction_id: str) -> dict[str, Any]:
     with _redis_errors():
-        record = _live_log(request).find(transaction_id)
+        record = await _live_log(request).find(transaction_id)
     if record is None:
         raise HTTPException(404, f"no record of transaction {transaction_id} in the live window")
     return record
@@ -101,14 +101,14 @@ def one_log(request: Request, transaction_id: str) -> dict[str, Any]:
     summary="Remove the records the logs pipeline has acknowledged (admin)",
     dependencies=[AdminOnly],
 )
-def delete_logs(request: Request) -> dict[str, int]:
+async def delete_logs(request: Request) -> dict[str, int]:
     with _redis_errors():
-        deletion = _live_log(request).delete_acknowledged()
+        deletion = await _live_log(request).delete_acknowledged()
     return {"removed": deletion.removed, "kept": deletion.kept}
 
 
 @router.get("/metrics", summary="Prometheus metrics", tags=["service"])
-def metrics(request: Request) -> Response:
+async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import cProfile
+
+from inferlog.telemetry import profiler
+from inferlog.telemetry.profiler import Capture, InferenceProfiler, function_key, summarize
+
+
+def shared(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def root_call() -> int:
+    return shared(10) + shared(20)
+
+
+def other_work() -> int:
+    return shared(5) + shared(5) + shared(5)
+
+
+def capture_of(profile: cProfile.Profile, root: object) -> Capture:
+    return Capture(profile, function_key(root), None, 1.0, 1.0, 100 * 2**20, 0)  # type: ignore[arg-type]
+
+
+def test_only_the_call_tree_under_the_root_is_kept() -> None:
+    # Like another thread's calls on 3.12+: work outside the root while the profiler is on.
+    profile = cProfile.Profile()
+    profile.enable()
+    other_work()
+    root_call()
+    profile.disable()
+    summary = summarize(capture_of(profile, root_call), top_n=50)
+    functions = {f["function"]: f for f in summary["top_functions"]}
+    assert "other_work" not in functions
+    assert functions["root_call"]["calls"] == 1
+    assert functions["shared"]["calls"] == 2  # not 5: other_work's three calls stay out
+    assert summary["top_functions"][0]["function"] == "root_call"
+
+
+def test_call_counts_are_totals_over_the_tree() -> None:
+    _, capture = InferenceProfiler().run(root_call)
+    summary = summarize(capture, top_n=50)
+    calls = sum(f["calls"] for f in summary["top_functions"])
+    assert summary["function_calls"] == calls
+    assert summary["primitive_calls"] <= summary["function_calls"]
+    assert [f["function"] for f in summary["top_functions"]][:2] == ["root_call", "shared"]
+
+
+def test_top_n_limits_the_functions_kept() -> None:
+    _, capture = InferenceProfiler().run(root_call)
+    assert len(summarize(capture, top_n=1)["top_functions"]) == 1
+
+
+def test_a_busy_profiler_runs_the_call_unprofiled_and_says_why() -> None:
+    with profiler._PROFILER_LOCK:
+        result, capture = InferenceProfiler().run(root_call)
+    assert result == root_call()
+    assert capture.profile is None and capture.reason == "profiler busy"
+    assert summarize(capture, 10) | {"inference_ms": 0, "cpu_ms": 0} == {
+        "profiled": False,
+        "reason": "profiler busy",
+        "inference_ms": 0,
+        "cpu_ms": 0,
+        "rss_mb": capture.rss_bytes / 2**20,
+        "rss_delta_mb": capture.rss_delta_bytes / 2**20,
+    }
+
+
+def test_sampling_and_the_switch_decide_what_is_profiled() -> None:
+    draws = iter([0.2, 0.7])
+    sampled = InferenceProfiler(sample_rate=0.5, sampler=lambda: next(draws))
+    assert sampled.run(root_call)[1].profiled
+    assert sampled.run(root_call)[1].reason == "not sampled"
+    assert InferenceProfiler(enabled=False).run(root_call)[1].reason == "profiling disabled"
+
+
+def test_an_unprofiled_call_still_measures_time_and_memory() -> None:
+    _, capture = InferenceProfiler(enabled=False).run(shared, 200_000)
+    assert capture.inference_ms > 0
+    assert capture.cpu_ms >= 0
+    assert capture.rss_bytes > 0
+
+
+def test_a_profile_that_recorded_nothing_counts_zero_calls() -> None:
+    empty = cProfile.Profile()
+    summary = summarize(capture_of(empty, root_call), top_n=10)
+    assert summary["profiled"] is True
+    assert summary["function_calls"] == 0 and summary["top_functions"] == []
