@@ -66,3 +66,15 @@ def test_one_batch_equals_cases_one_by_one(predictor: Predictor) -> None:
         assert [c.contribution for c in b.top_features] == pytest.approx(
             [c.contribution for c in s.top_features], rel=1e-12
         )
+
+
+def test_probabilities_equal_the_fitted_pipeline(predictor: Predictor, model_dir) -> None:
+    from inferlog.ml.artifacts import load_artifacts
+
+    pipeline = load_artifacts(model_dir).estimator
+    x = dataset.split().x_test
+    np.testing.assert_allclose(
+        predictor.probabilities(x), pipeline.predict_proba(x)[:, 1], rtol=1e-12, atol=1e-15
+    )
+    single = [p.probability_malignant for p in predictor.predict(x)]
+    np.testing.assert_allclose(single, pipeline.predict_proba(x)[:, 1], rtol=1e-12, atol=1e-15)

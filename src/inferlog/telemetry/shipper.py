@@ -93,7 +93,7 @@ class Shipper:
     def submit(self, draft: Draft) -> None:
         self._inbox.append(draft)
         self._idle.clear()
-        if self._wakeup is not None and len(self._inbox) >= self._batch_size:
+        if self._wakeup is not None:
             self._wakeup.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -132,14 +132,20 @@ class Shipper:
     # -- the task -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Build each record as soon as its response is out (the loop is often idle then, while
+        the client reads the answer); ship in batches, every `flush_interval` at the latest."""
         assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        next_flush = loop.time() + self._flush_interval
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._flush_interval)
+                await asyncio.wait_for(self._wakeup.wait(), max(0.0, next_flush - loop.time()))
             self._wakeup.clear()
             await self._build_drafts()
-            self._overflow_to_spool()
-            await self._ship()
+            if len(self._memory) >= self._batch_size or loop.time() >= next_flush:
+                self._overflow_to_spool()
+                await self._ship()
+                next_flush = loop.time() + self._flush_interval
             if not (self._inbox or self._memory or self._spool.pending):
                 self._idle.set()
         await self._build_drafts()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from functools import cache
 from typing import Annotated, Any, TypeVar
 
@@ -23,6 +22,7 @@ from inferlog.api.schemas import (
     ErrorResponse,
     PredictionResponse,
     ProbabilitiesResponse,
+    TopFeature,
 )
 from inferlog.api.security import ClientKey
 from inferlog.features import FEATURE_NAMES
@@ -42,6 +42,21 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def as_matrix(cases: list[BaseModel]) -> np.ndarray:
     return np.array([[case.__dict__[name] for name in FEATURE_NAMES] for case in cases])
+
+
+def prediction_fields(p: Prediction) -> dict[str, Any]:
+    # Plain attribute access: dataclasses.asdict deep-copies and was a visible cost per request.
+    return {
+        "label": p.label,
+        "probability_malignant": p.probability_malignant,
+        "threshold": p.threshold,
+        "risk_level": p.risk_level,
+        "top_features": [
+            TopFeature(name=c.name, value=c.value, contribution=c.contribution)
+            for c in p.top_features
+        ],
+        "out_of_range_features": p.out_of_range_features,
+    }
 
 
 def run_model(
@@ -78,7 +93,7 @@ async def predict(case: Case, request: Request, predictor: PredictorDep) -> Pred
     """Classify one case: label, probability of malignancy, risk level and why."""
     prediction = predict_cases(request, predictor, as_matrix([case]), batch=False)[0]
     return PredictionResponse(
-        **asdict(prediction),
+        **prediction_fields(prediction),
         transaction_id=transaction_id(request.scope),
         model_version=predictor.version,
         latency_ms=elapsed_ms(request.scope),
@@ -165,6 +180,6 @@ async def predict_batch(
         transaction_id=transaction_id(request.scope),
         model_version=predictor.version,
         count=len(predictions),
-        predictions=[CasePrediction(**asdict(p)) for p in predictions],
+        predictions=[CasePrediction(**prediction_fields(p)) for p in predictions],
         latency_ms=elapsed_ms(request.scope),
     )
