@@ -46,8 +46,8 @@ api: install
 	$(RUN) python -m inferlog api
 
 test: install
-	$(RUN) pytest
 	$(MAKE) --no-print-directory test-newer-python
+	$(RUN) pytest
 
 test-newer-python: | $(UV)
 ifeq ($(NEWER_PYTHON),)
