@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from osmem_server import OsmemServer
 
 from inferlog.api.app import create_app
 from inferlog.config import Settings
@@ -58,3 +59,14 @@ def app(settings: Settings, predictor: Predictor) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def osmem_server() -> Iterator[OsmemServer]:
+    """The Elasticsearch-compatible test server (replaces the plugin's fixture, which leaves
+    the process's stdout pipe open)."""
+    server = OsmemServer.start(freeze=True)
+    yield server
+    server.close()
+    if server.process.stdout is not None:
+        server.process.stdout.close()

@@ -15,7 +15,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # Empty values (as in a copied .env.example) mean "use the default".
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     service_name: str = Field("inferlog-api", description="service.name in records and logs")
     api_host: str = Field("127.0.0.1", description="address the API binds to")
@@ -73,6 +76,34 @@ class Settings(BaseSettings):
     )
     require_api_key: bool = Field(False, description="require X-API-Key on prediction routes too")
 
+    # Logs pipeline: Redis Stream -> Elasticsearch (or NDJSON files when no URL is set).
+    elasticsearch_url: str | None = Field(
+        None, description="Elasticsearch URL; unset: the pipeline writes NDJSON under DATA_DIR"
+    )
+    elasticsearch_username: str | None = Field(None, description="basic-auth user")
+    elasticsearch_password: SecretStr | None = Field(None, description="basic-auth password")
+    elasticsearch_api_key: SecretStr | None = Field(None, description="API key (instead of basic)")
+    elasticsearch_ca_certs: Path | None = Field(None, description="CA bundle for TLS")
+    index_logs: str = Field("ml-api-logs", description="index of every request record")
+    index_message: str = Field("ml-api-message", description="index of predicted cases")
+    index_perfs: str = Field("ml-api-perfs", description="index of profiled requests")
+    index_dead_letters: str = Field(
+        "ml-api-dead-letters", description="index of records that can never be indexed"
+    )
+    pipeline_batch_size: int = Field(500, ge=1, description="stream entries per XREADGROUP")
+    pipeline_block_ms: int = Field(1000, ge=1, description="how long XREADGROUP waits")
+    pipeline_claim_idle_ms: int = Field(
+        60_000, ge=1000, description="pending this long: claimed from a dead consumer"
+    )
+    pipeline_progress_seconds: float = Field(
+        10.0, gt=0, description="interval of the `run` progress log line"
+    )
+    pipeline_rules: str | None = Field(
+        None,
+        description="JSON filter rules for ml-api-message / ml-api-perfs (see logs_pipeline/"
+        "filter.py); unset: successful POSTs to the prediction routes",
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -83,6 +114,10 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.data_dir / "spool" / "records.ndjson"
+
+    @property
+    def indices_dir(self) -> Path:
+        return self.data_dir / "indices"
 
 
 @cache

@@ -8,6 +8,7 @@ JSON) happens in the shipper's thread, after the response has gone out.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +46,14 @@ class Draft:
     error_type: str | None = None
     error_message: str | None = None
     inference: InferenceDraft | None = field(default=None, repr=False)
+
+
+def _ip_or_none(value: str | None) -> str | None:
+    """`client.ip` is an IP field: a host name (test clients, odd proxies) is left out."""
+    try:
+        return str(ipaddress.ip_address(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _level(status: int) -> str:
@@ -126,7 +135,7 @@ def build_record(
             },
         },
         "url": {"path": draft.path},
-        "client": {"ip": draft.client_ip},
+        "client": {"ip": _ip_or_none(draft.client_ip)},
         "user_agent": {"original": draft.user_agent},
         "event": {"duration": draft.duration_ns},
     }

@@ -1,0 +1,211 @@
+"""`python -m logs_pipeline run | once | replay | setup | status`.
+
+- run     consume continuously (one consumer of the group; start several to scale out), with a
+          one-line progress log every PIPELINE_PROGRESS_SECONDS
+- once    drain what the stream holds now, with a progress bar, then exit
+- replay  load the NDJSON files of data/indices/ into Elasticsearch (idempotent)
+- setup   install the index templates (and, once they exist, the Kibana saved objects)
+- status  stream length, pending, lag, consumers, dead letters, documents per index
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import redis
+from elasticsearch import Elasticsearch
+from elasticsearch import TransportError as EsTransportError
+from tqdm import tqdm
+
+from inferlog.config import Settings, get_settings
+from logs_pipeline.collector import Collector, consumer_name
+from logs_pipeline.filter import RecordFilter
+from logs_pipeline.indexer import Indexer, IndexNames
+from logs_pipeline.pipeline import Pipeline
+from logs_pipeline.sinks import Sink
+from logs_pipeline.sinks import elasticsearch as es_sink
+from logs_pipeline.sinks.ndjson import NdjsonSink, read_actions
+from logs_pipeline.status import stream_status
+from logs_pipeline.templates import index_templates
+
+log = logging.getLogger("logs_pipeline")
+
+
+class CliError(RuntimeError):
+    """A clear message for the user, no traceback."""
+
+
+def names(settings: Settings) -> IndexNames:
+    return IndexNames(
+        logs=settings.index_logs,
+        message=settings.index_message,
+        perfs=settings.index_perfs,
+        dead_letters=settings.index_dead_letters,
+    )
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    client = redis.Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        protocol=2,
+        decode_responses=True,
+        socket_connect_timeout=2.0,
+        socket_timeout=None,  # XREADGROUP blocks; the block time bounds the wait
+    )
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        raise CliError(f"cannot reach Redis at REDIS_URL: {exc}") from exc
+    return client
+
+
+def elasticsearch_client(settings: Settings) -> Elasticsearch:
+    if not settings.elasticsearch_url:
+        raise CliError("ELASTICSEARCH_URL is not set")
+    client = es_sink.connect(
+        settings.elasticsearch_url,
+        username=settings.elasticsearch_username,
+        password=settings.elasticsearch_password.get_secret_value()
+        if settings.elasticsearch_password
+        else None,
+        api_key=settings.elasticsearch_api_key.get_secret_value()
+        if settings.elasticsearch_api_key
+        else None,
+        ca_certs=settings.elasticsearch_ca_certs,
+    )
+    try:
+        client.info()
+    except EsTransportError as exc:
+        raise CliError(
+            f"cannot reach Elasticsearch at {settings.elasticsearch_url}: {exc}"
+        ) from exc
+    return client
+
+
+def make_sink(settings: Settings) -> Sink:
+    if settings.elasticsearch_url:
+        return es_sink.ElasticsearchSink(elasticsearch_client(settings))
+    return NdjsonSink(settings.indices_dir)
+
+
+def make_pipeline(settings: Settings) -> Pipeline:
+    collector = Collector(
+        redis_client(settings),
+        stream=settings.redis_stream,
+        group=settings.redis_group,
+        consumer=consumer_name(),
+        batch_size=settings.pipeline_batch_size,
+        block_ms=settings.pipeline_block_ms,
+        claim_idle_ms=settings.pipeline_claim_idle_ms,
+    )
+    indexer = Indexer(names(settings), RecordFilter.from_json(settings.pipeline_rules))
+    return Pipeline(
+        collector,
+        indexer,
+        make_sink(settings),
+        window_seconds=settings.live_window_seconds,
+        claim_every_seconds=settings.pipeline_claim_idle_ms / 1000,
+    )
+
+
+def run(settings: Settings) -> int:
+    pipeline = make_pipeline(settings)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s: finishing the current batch", signal.Signals(signum).name)
+        pipeline.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "consumer %s of group %s on %s -> %s",
+        pipeline.collector.consumer,
+        settings.redis_group,
+        settings.redis_stream,
+        pipeline.sink.name,
+    )
+    pipeline.run(settings.pipeline_progress_seconds)
+    return 0
+
+
+def once(settings: Settings) -> int:
+    pipeline = make_pipeline(settings)
+    pipeline.collector.ensure_group()
+    total = pipeline.lag() or 0
+    with tqdm(total=total, unit="record", desc="indexing", disable=None) as bar:
+        while handled := pipeline.step(block=False):
+            bar.update(handled)
+    pipeline.trim()
+    print(
+        json.dumps(
+            {
+                "indexed": dict(pipeline.counters.documents),
+                "entries": pipeline.counters.entries,
+                "dead_letters": pipeline.counters.dead_letters,
+            }
+        )
+    )
+    return 0
+
+
+def replay(settings: Settings) -> int:
+    sink = es_sink.ElasticsearchSink(elasticsearch_client(settings))
+    sink.install_templates(index_templates(names(settings)))
+    files = sorted(settings.indices_dir.glob("*.ndjson"))
+    if not files:
+        raise CliError(f"no NDJSON files in {settings.indices_dir}")
+    written = 0
+    for path in files:
+        actions = list(read_actions(path))
+        for start in tqdm(range(0, len(actions), 500), desc=path.name, unit="batch", disable=None):
+            rejected = sink.write(actions[start : start + 500])
+            for r in rejected:
+                log.error("refused %s/%s: %s", r.action["_index"], r.action["_id"], r.error)
+            written += min(500, len(actions) - start) - len(rejected)
+    log.info("replayed %d documents from %d files", written, len(files))
+    return 0
+
+
+def setup(settings: Settings) -> int:
+    sink = es_sink.ElasticsearchSink(elasticsearch_client(settings))
+    sink.install_templates(index_templates(names(settings)))
+    return 0
+
+
+def status(settings: Settings) -> int:
+    report = stream_status(redis_client(settings), settings.redis_stream, settings.redis_group)
+    report["sink"] = make_sink(settings).name
+    report["documents"] = make_sink(settings).counts()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+COMMANDS = {"run": run, "once": once, "replay": replay, "setup": setup, "status": status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m logs_pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=COMMANDS)
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](settings)
+    except CliError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

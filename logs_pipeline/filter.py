@@ -1,0 +1,84 @@
+"""Declarative rules deciding which records feed `ml-api-message` and `ml-api-perfs`.
+
+Every record feeds `ml-api-logs`. Rules come from configuration (`PIPELINE_RULES`, JSON):
+
+    {"message": [{"route": "/predict*", "method": "POST", "status": "2xx"}],
+     "perfs":   [{"route": "/predict*", "status": "2xx", "level": "INFO"}]}
+
+A record feeds an index when it matches any of that index's rules; a rule matches when every
+field it names matches: `route` (a glob on `url.path`), `method`, `status` (`200`, or a class
+such as `2xx`) and `level` (`log.level`). The default: successful POSTs to the prediction routes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from inferlog.telemetry.record import RequestRecord
+
+Target = Literal["message", "perfs"]
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    route: str | None = None
+    method: str | None = None
+    status: str | None = Field(None, pattern=r"^([1-5]\d\d|[1-5]xx)$")
+    level: Literal["INFO", "WARNING", "ERROR"] | None = None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+    def matches(self, record: RequestRecord) -> bool:
+        if self.route is not None and not fnmatch.fnmatchcase(record.url.path, self.route):
+            return False
+        if self.method is not None and record.http.request.method != self.method.upper():
+            return False
+        if self.level is not None and record.log.level != self.level:
+            return False
+        if self.status is not None:
+            code = str(record.http.response.status_code)
+            wanted = self.status
+            if wanted.endswith("xx") and code[0] != wanted[0]:
+                return False
+            if not wanted.endswith("xx") and code != wanted:
+                return False
+        return True
+
+
+PREDICTION_ROUTES = ("/predict", "/predict/batch", "/predict_proba")
+DEFAULT_RULES: dict[Target, list[Rule]] = {
+    "message": [Rule(route=r, method="POST", status="2xx") for r in PREDICTION_ROUTES],
+    "perfs": [Rule(route=r, method="POST", status="2xx") for r in PREDICTION_ROUTES],
+}
+
+_RULES = TypeAdapter(dict[Target, list[Rule]])
+
+
+class RecordFilter:
+    def __init__(self, rules: dict[Target, list[Rule]] | None = None) -> None:
+        self.rules = DEFAULT_RULES | (rules or {})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> RecordFilter:
+        """Rules from configuration; a mistake is a clear error at startup, not a silent drop."""
+        return cls(_RULES.validate_python(json.loads(text)) if text else None)
+
+    def targets(self, record: RequestRecord) -> set[Target]:
+        return {
+            target
+            for target, rules in self.rules.items()
+            if any(rule.matches(record) for rule in rules)
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            t: [r.model_dump(exclude_none=True) for r in rules] for t, rules in self.rules.items()
+        }

@@ -1,0 +1,337 @@
+"""The logs pipeline against a real redis-server and an Elasticsearch-compatible server.
+
+Records are produced by the real API (in process) into a real Redis Stream; the pipeline's
+unmodified sink code talks HTTP, with the official client, to osmem-server through the test
+proxy (tests/search_server.py: header shim and fault injection).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch
+from fastapi.testclient import TestClient
+
+from inferlog.api.app import create_app
+from inferlog.config import Settings
+from inferlog.ml import dataset
+from inferlog.ml.predictor import Predictor
+from logs_pipeline.__main__ import make_pipeline, names, replay, setup
+from logs_pipeline.pipeline import Pipeline
+from logs_pipeline.templates import index_templates
+from tests.search_server import SearchProxy
+from tests.servers import RedisServer
+
+CASES = dataset.held_out_cases()
+
+
+@dataclass
+class Expected:
+    logs: int = 0
+    message: int = 0
+    perfs: int = 0
+
+
+@pytest.fixture
+def proxy(osmem_clone: Any) -> Iterator[SearchProxy]:
+    search = SearchProxy(osmem_clone.url)
+    yield search
+    search.close()
+
+
+@pytest.fixture
+def settings(
+    redis_server: RedisServer, proxy: SearchProxy, model_dir: Path, tmp_path: Path
+) -> Settings:
+    return Settings(
+        model_dir=model_dir,
+        data_dir=tmp_path,
+        redis_url=redis_server.url,
+        redis_stream=f"pipeline:{time.monotonic_ns()}",
+        elasticsearch_url=proxy.url,
+        pipeline_batch_size=20,
+        pipeline_block_ms=100,
+        pipeline_claim_idle_ms=1000,
+        pipeline_progress_seconds=0.5,
+        log_level="INFO",
+    )
+
+
+def es(settings: Settings) -> Elasticsearch:
+    return Elasticsearch(str(settings.elasticsearch_url))
+
+
+def produce(settings: Settings, predictor: Predictor, rounds: int = 3) -> Expected:
+    """Mixed traffic through the real API: predictions, batches, probabilities, 4xx and 5xx."""
+    expected = Expected()
+    app = create_app(settings, predictor)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for i in range(rounds):
+            assert client.post("/predict", json=CASES[i]).status_code == 200
+            batch = CASES[10 + i * 4 : 14 + i * 4]
+            assert client.post("/predict/batch", json=batch).status_code == 200
+            assert client.post("/predict_proba", json=CASES[i]).status_code == 200
+            assert client.post("/predict", json={"radius_mean": -1}).status_code == 422
+            assert client.get("/nowhere").status_code == 404
+            assert client.get("/health").status_code == 200
+            expected.logs += 6
+            expected.message += 1 + len(batch)
+            expected.perfs += 3
+        original = app.state.predictor.probabilities
+        app.state.predictor.probabilities = lambda x: 1 / 0
+        try:
+            assert client.post("/predict_proba", json=CASES[0]).status_code == 500
+        finally:
+            app.state.predictor.probabilities = original
+        expected.logs += 1
+        assert app.state.shipper.wait_idle(20)
+    return expected
+
+
+def setup_templates(settings: Settings) -> None:
+    assert setup(settings) == 0
+
+
+def _env_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if hasattr(value, "get_secret_value"):
+        return value.get_secret_value()
+    if isinstance(value, list):
+        return ",".join(v.get_secret_value() for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def drain(pipeline: Pipeline) -> None:
+    pipeline.collector.ensure_group()
+    while pipeline.step(block=False):
+        pass
+
+
+def counts(settings: Settings) -> Expected:
+    client = es(settings)
+    index = names(settings)
+    client.indices.refresh(index="*")
+
+    def count(name: str) -> int:
+        return client.count(index=name)["count"] if client.indices.exists(index=name) else 0
+
+    return Expected(logs=count(index.logs), message=count(index.message), perfs=count(index.perfs))
+
+
+def dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    client = es(settings)
+    index = names(settings).dead_letters
+    if not client.indices.exists(index=index):
+        return []
+    client.indices.refresh(index=index)
+    return [h["_source"] for h in client.search(index=index, size=100)["hits"]["hits"]]
+
+
+def pending(redis_server: RedisServer, settings: Settings) -> int:
+    return redis_server.client().xpending(settings.redis_stream, settings.redis_group)["pending"]
+
+
+def test_mixed_traffic_gives_exact_counts_and_documents_match_the_templates(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor)
+    drain(make_pipeline(settings))
+    assert [d["error"] for d in dead_letters(settings)] == []
+    assert counts(settings) == expected
+    assert pending(redis_server, settings) == 0
+    client = es(settings)
+    templates = index_templates(names(settings))
+    for index in (names(settings).logs, names(settings).message, names(settings).perfs):
+        declared = templates[index]["template"]["mappings"]["properties"]
+        actual = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert set(actual) == set(declared), index
+    message = client.search(index=names(settings).message, size=1)["hits"]["hits"][0]["_source"]
+    assert set(message["input"]) == set(dataset.load().feature_names)
+    perf = client.search(
+        index=names(settings).perfs, size=1, query={"term": {"url.path": "/predict"}}
+    )
+    profile = perf["hits"]["hits"][0]["_source"]["profile"]
+    assert profile["function_calls"] > 0 and profile["function_ms"]
+
+
+def test_records_delivered_twice_keep_the_same_counts(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=2)
+    drain(make_pipeline(settings))
+    redis_server.client().xgroup_setid(settings.redis_stream, settings.redis_group, id="0")
+    drain(make_pipeline(settings))
+    assert counts(settings) == expected
+
+
+def test_a_failing_search_server_gets_nothing_acknowledged_then_exact_counts(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer, proxy: SearchProxy
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=2)
+    proxy.fail(4, 503)
+    proxy.fail(3, 429)  # after the 503s; the bulk helper retries 429s itself too
+    pipeline = make_pipeline(settings)
+    pipeline.collector.ensure_group()
+    worker = threading.Thread(target=drain, args=(pipeline,))
+    worker.start()
+    while proxy.refused_bulk_requests < 7 and worker.is_alive():
+        acknowledged = pipeline.counters.acknowledged
+        assert acknowledged == 0, "acknowledged while the search server was failing"
+        time.sleep(0.05)
+    worker.join(timeout=120)
+    assert proxy.refused_bulk_requests == 7
+    assert pipeline.counters.retries >= 1  # the client and the bulk helper retry some too
+    assert counts(settings) == expected
+    assert pending(redis_server, settings) == 0
+
+
+def test_malformed_and_unknown_schema_entries_become_dead_letters(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    setup_templates(settings)
+    r = redis_server.client()
+    r.xadd(settings.redis_stream, {"record": "{not json"})
+    r.xadd(settings.redis_stream, {"something": "else"})
+    future = {"schema": "inferlog.request/2", "@timestamp": "2026-11-24T00:00:00Z"}
+    r.xadd(settings.redis_stream, {"record": json.dumps(future)})
+    expected = produce(settings, predictor, rounds=1)
+    drain(make_pipeline(settings))
+    assert counts(settings) == expected
+    letters = sorted(dead_letters(settings), key=lambda d: d["stream_id"])
+    assert [d["reason"] for d in letters] == [
+        "malformed_entry",
+        "malformed_entry",
+        "unknown_schema",
+    ]
+    assert "inferlog.request/2" in letters[2]["original"]
+    assert pending(redis_server, settings) == 0
+
+
+def test_a_document_the_mapping_refuses_is_dead_lettered_and_acknowledged(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    setup_templates(settings)
+    produce(settings, predictor, rounds=1)
+    # A logs index whose `message` is numeric: every record is refused (400, a mapping error).
+    es(settings).indices.create(
+        index=names(settings).logs, mappings={"properties": {"message": {"type": "long"}}}
+    )
+    drain(make_pipeline(settings))
+    letters = dead_letters(settings)
+    assert len(letters) == 7
+    assert {d["index"] for d in letters} == {names(settings).logs}
+    assert {d["reason"] for d in letters} <= {
+        "mapper_parsing_exception",
+        "document_parsing_exception",
+    }
+    assert counts(settings).message > 0
+    assert pending(redis_server, settings) == 0
+
+
+def start_run(settings: Settings, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ}
+    for name in Settings.model_fields:
+        value = _env_value(getattr(settings, name))
+        if value is not None:
+            env[name.upper()] = value
+    env.update(extra or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "logs_pipeline", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(condition: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def test_a_pipeline_killed_mid_batch_loses_and_doubles_nothing(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer, proxy: SearchProxy
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=4)
+    proxy.fail(1000, 503, after=1)  # one batch goes through, then the cluster fails
+    first = start_run(settings)
+    wait_for(lambda: proxy.refused_bulk_requests >= 2)
+    assert pending(redis_server, settings) > 0  # a batch read, not acknowledged
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    proxy.heal()
+    second = start_run(settings)  # a new consumer: claims what the dead one left pending
+    try:
+        wait_for(lambda: counts(settings) == expected and pending(redis_server, settings) == 0)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        out, _ = second.communicate(timeout=30)
+    assert second.returncode == 0, out
+    assert "claimed" in out
+
+
+def test_two_consumers_share_the_stream_without_loss_or_duplicates(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    setup_templates(settings)
+    runs = [start_run(settings, {"PIPELINE_BATCH_SIZE": "3"}) for _ in range(2)]
+    try:
+        expected = produce(settings, predictor, rounds=6)
+        wait_for(lambda: counts(settings) == expected and pending(redis_server, settings) == 0)
+    finally:
+        outputs = []
+        for run in runs:
+            run.send_signal(signal.SIGTERM)
+            outputs.append(run.communicate(timeout=30)[0])
+    consumers = redis_server.client().xinfo_consumers(settings.redis_stream, settings.redis_group)
+    assert len(consumers) == 2
+    handled = [int(out.split("PipelineCounters(entries=")[1].split(",")[0]) for out in outputs]
+    assert sum(handled) == expected.logs
+    assert all(n > 0 for n in handled), handled
+
+
+def test_the_ndjson_sink_replayed_gives_the_same_counts_as_the_direct_path(
+    settings: Settings, predictor: Predictor, osmem_server: Any
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=3)
+    drain(make_pipeline(settings))
+    assert counts(settings) == expected
+
+    # Same stream, a second consumer group, no Elasticsearch: the embedded default.
+    ndjson = settings.model_copy(update={"elasticsearch_url": None, "redis_group": "ndjson"})
+    drain(make_pipeline(ndjson))
+    drain(make_pipeline(ndjson))  # nothing new: the files do not grow
+    files = sorted(p.name for p in ndjson.indices_dir.glob("*.ndjson"))
+    assert files == ["ml-api-logs.ndjson", "ml-api-message.ndjson", "ml-api-perfs.ndjson"]
+
+    with osmem_server.clone() as fresh:
+        other = SearchProxy(fresh.url)
+        try:
+            replayed = ndjson.model_copy(update={"elasticsearch_url": other.url})
+            assert replay(replayed) == 0
+            assert replay(replayed) == 0  # idempotent
+            assert counts(replayed) == expected
+        finally:
+            other.close()
