@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The transport logs every failed attempt with a traceback; the pipeline reports failures
+    # itself, in one line each.
+    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
     try:
         return COMMANDS[args.command](settings)
     except CliError as exc:

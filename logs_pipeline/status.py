@@ -1,8 +1,8 @@
 """The state of the records stream and its consumer group, for `status` and the progress log.
 
-Entries trimmed before the group ever read them are found by arithmetic: the group's lag
-(entries added to the stream but not yet read by the group) minus the undelivered entries
-still in the stream.
+Entries trimmed before the group ever read them are found by arithmetic: entries ever added to
+the stream, minus entries the group has read, minus the undelivered entries still there.
+(Redis's own `lag` cannot tell: `XTRIM` does not mark what it removed.)
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any
     consumers = client.xinfo_consumers(stream, group)
     lag = info.get("lag")
     undelivered = len(client.xrange(stream, min=f"({info['last-delivered-id']}", max="+"))
+    added = client.xinfo_stream(stream)["entries-added"]
+    read = info.get("entries-read")
+    if read is None and info["last-delivered-id"] == "0-0":
+        read = 0  # a group that has never read anything
+    trimmed = None if read is None else max(0, added - read - undelivered)
     report.update(
         pending=info["pending"],
         lag=lag,
@@ -32,6 +37,6 @@ def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any
         consumers=[
             {"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]} for c in consumers
         ],
-        trimmed_before_delivery=max(0, lag - undelivered) if lag is not None else None,
+        trimmed_before_delivery=trimmed,
     )
     return report

@@ -127,7 +127,6 @@ def perfs_mapping() -> dict[str, Any]:
             {
                 "function_ms": {
                     "path_match": "profile.function_ms.*",
-                    "match_mapping_type": "*",
                     "mapping": DOUBLE,
                 }
             }

@@ -335,3 +335,76 @@ def test_the_ndjson_sink_replayed_gives_the_same_counts_as_the_direct_path(
             assert counts(replayed) == expected
         finally:
             other.close()
+
+
+def run_cli(settings: Settings, command: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    for name in Settings.model_fields:
+        value = _env_value(getattr(settings, name))
+        if value is not None:
+            env[name.upper()] = value
+    env.update(extra)
+    return subprocess.run(
+        [sys.executable, "-m", "logs_pipeline", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_once_drains_the_stream_and_status_reports_it(
+    settings: Settings, predictor: Predictor
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=2)
+    done = run_cli(settings, "once")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["entries"] == expected.logs
+    assert summary["indexed"][names(settings).logs] == expected.logs
+    report = json.loads(run_cli(settings, "status").stdout)
+    assert report["pending"] == 0 and report["lag"] == 0
+    assert report["trimmed_before_delivery"] == 0
+    assert report["documents"][names(settings).message] == expected.message
+    assert report["sink"] == "elasticsearch"
+
+
+def test_unreachable_redis_or_elasticsearch_is_a_clear_message(settings: Settings) -> None:
+    no_redis = run_cli(settings, "status", REDIS_URL="redis://127.0.0.1:1/0")
+    assert no_redis.returncode == 2
+    assert "cannot reach Redis" in no_redis.stderr and "Traceback" not in no_redis.stderr
+    no_search = run_cli(settings, "setup", ELASTICSEARCH_URL="http://127.0.0.1:1")
+    assert no_search.returncode == 2
+    assert "cannot reach Elasticsearch" in no_search.stderr
+    assert "Traceback" not in no_search.stderr
+
+
+def test_trim_removes_only_acknowledged_entries_older_than_the_window(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    stream = settings.redis_stream
+    old = [r.xadd(stream, {"record": "{}"}, id=f"{1_000 + i}-0") for i in range(6)]
+    pipeline = make_pipeline(settings.model_copy(update={"pipeline_batch_size": 4}))
+    pipeline.collector.ensure_group()
+    first = pipeline.collector.read(block=False)  # 4 delivered
+    pipeline.collector.ack([e.id for e in first[:3]])  # 3 acknowledged, 1 pending
+    recent = r.xadd(stream, {"record": "{}"})  # inside the live window
+    removed = pipeline.trim()
+    left = [entry_id for entry_id, _ in r.xrange(stream)]
+    assert removed == 3
+    assert left == [*old[3:], recent]  # the pending one, the two undelivered, the recent one
+
+
+def test_entries_trimmed_before_delivery_are_reported(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    pipeline = make_pipeline(settings)
+    pipeline.collector.ensure_group()
+    for _ in range(5):
+        r.xadd(settings.redis_stream, {"record": "{}"})
+    r.xtrim(settings.redis_stream, maxlen=2, approximate=False)  # the stream's hard cap at work
+    report = run_cli(settings, "status")
+    assert json.loads(report.stdout)["trimmed_before_delivery"] == 3

@@ -1,0 +1,157 @@
+"""Filter rules and record -> document mapping, on records built like the API builds them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from inferlog.features import FEATURE_NAMES
+from inferlog.ml import dataset
+from inferlog.ml.predictor import Predictor
+from inferlog.telemetry.drafts import Draft, InferenceDraft, build_record
+from inferlog.telemetry.profiler import InferenceProfiler
+from inferlog.telemetry.record import RequestRecord
+from logs_pipeline.collector import Entry, UnusableEntryError, parse
+from logs_pipeline.filter import RecordFilter, Rule
+from logs_pipeline.indexer import Indexer, IndexNames, function_field
+from logs_pipeline.templates import index_templates
+
+
+def record(
+    predictor: Predictor,
+    path: str = "/predict",
+    status: int = 200,
+    cases: int = 1,
+    profiled: bool = True,
+    method: str = "POST",
+) -> RequestRecord:
+    x = dataset.split().x_test[:cases]
+    predictions, capture = InferenceProfiler(enabled=profiled).run(predictor.predict, x)
+    draft = Draft(
+        timestamp=dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC),
+        transaction_id=f"t-{path}-{status}-{cases}",
+        method=method,
+        path=path,
+        status=status,
+        duration_ns=2_000_000,
+        inference=InferenceDraft("m", "v1", x, cases > 1, capture, predictions)
+        if status < 400
+        else None,
+    )
+    return build_record(draft, "api", "0.1.0", "host", 10)
+
+
+def test_default_rules_take_successful_prediction_posts_only(predictor: Predictor) -> None:
+    rules = RecordFilter()
+    assert rules.targets(record(predictor)) == {"message", "perfs"}
+    assert rules.targets(record(predictor, "/predict/batch", cases=3)) == {"message", "perfs"}
+    assert rules.targets(record(predictor, status=422)) == set()
+    assert rules.targets(record(predictor, "/health", method="GET")) == set()
+
+
+def test_rules_from_configuration_match_route_globs_status_classes_and_levels(
+    predictor: Predictor,
+) -> None:
+    rules = RecordFilter.from_json(
+        '{"message": [{"route": "/predict/*", "status": 200}], "perfs": [{"level": "WARNING"}]}'
+    )
+    assert rules.targets(record(predictor, "/predict/batch", cases=2)) == {"message"}
+    assert rules.targets(record(predictor)) == set()
+    assert rules.targets(record(predictor, status=422)) == {"perfs"}
+    assert Rule(status="4xx").matches(record(predictor, status=404))
+
+
+def test_a_bad_rule_is_a_clear_error_not_a_silent_drop() -> None:
+    with pytest.raises(ValidationError, match="status"):
+        RecordFilter.from_json('{"message": [{"status": "abc"}]}')
+    with pytest.raises(ValidationError, match="extra"):
+        RecordFilter.from_json('{"perfs": [{"path": "/predict"}]}')
+
+
+def test_a_batch_expands_into_one_message_document_per_case(predictor: Predictor) -> None:
+    names = IndexNames()
+    batch = record(predictor, "/predict/batch", cases=4)
+    actions = Indexer(names, RecordFilter()).documents(batch)
+    messages = [a for a in actions if a["_index"] == names.message]
+    assert [a["_id"] for a in messages] == [f"{batch.transaction.id}-{i}" for i in range(4)]
+    x = dataset.split().x_test[:4]
+    for i, action in enumerate(messages):
+        source = action["_source"]
+        assert list(source["input"]) == list(FEATURE_NAMES)
+        assert np.allclose(list(source["input"].values()), x[i])
+        assert source["row"] == i and source["batch_size"] == 4
+        assert source["prediction"]["label"] in ("malignant", "benign")
+    assert [a["_index"] for a in actions].count(names.logs) == 1
+    assert [a["_index"] for a in actions].count(names.perfs) == 1
+
+
+def test_documents_are_the_same_for_a_redelivered_record(predictor: Predictor) -> None:
+    one = record(predictor, "/predict/batch", cases=3)
+    again = RequestRecord.model_validate_json(one.to_json())
+    indexer = Indexer(IndexNames(), RecordFilter())
+    assert indexer.documents(one) == indexer.documents(again)
+
+
+def test_an_unprofiled_request_has_no_perfs_document(predictor: Predictor) -> None:
+    actions = Indexer(IndexNames(), RecordFilter()).documents(record(predictor, profiled=False))
+    assert {a["_index"] for a in actions} == {"ml-api-logs", "ml-api-message"}
+
+
+def test_perfs_documents_chart_each_hot_function_as_a_number(predictor: Predictor) -> None:
+    actions = Indexer(IndexNames(), RecordFilter()).documents(record(predictor))
+    (perf,) = [a for a in actions if a["_index"] == "ml-api-perfs"]
+    profile = perf["_source"]["profile"]
+    assert profile["hottest_function"] == "predict"
+    assert profile["function_ms"]["ml_predictor_predict"] == pytest.approx(
+        profile["top_functions"][0]["cumtime_ms"]
+    )
+    assert all("." not in key for key in profile["function_ms"])
+    assert function_field("sklearn/linear_model/_base.py", "fit") == "linear_model__base_fit"
+
+
+def entry(fields: dict[str, str]) -> Entry:
+    return Entry("1-0", fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"other": "x"}, "malformed_entry"),
+        ({"record": "{nope"}, "malformed_entry"),
+        ({"record": "[1, 2]"}, "malformed_entry"),
+        ({"record": '{"schema": "inferlog.request/2"}'}, "unknown_schema"),
+        ({"record": '{"schema": "something/1"}'}, "unknown_schema"),
+        ({"record": '{"schema": "inferlog.request/1"}'}, "invalid_record"),
+    ],
+)
+def test_unusable_entries_say_why(fields: dict[str, str], reason: str) -> None:
+    with pytest.raises(UnusableEntryError) as caught:
+        parse(entry(fields))
+    assert caught.value.reason == reason
+
+
+def test_a_minor_schema_version_is_accepted(predictor: Predictor) -> None:
+    document: dict[str, Any] = record(predictor).model_dump(mode="json", by_alias=True)
+    document["schema"] = "inferlog.request/1.1"
+    assert parse(entry({"record": json.dumps(document)})).schema_ == "inferlog.request/1.1"
+
+
+def test_templates_are_composable_strict_and_cover_every_feature() -> None:
+    templates = index_templates(IndexNames())
+    assert set(templates) == {
+        "ml-api-logs",
+        "ml-api-message",
+        "ml-api-perfs",
+        "ml-api-dead-letters",
+    }
+    for name, body in templates.items():
+        assert body["index_patterns"] == [name, f"{name}-*"]
+        assert set(body) == {"index_patterns", "priority", "template", "_meta"}
+        assert body["template"]["mappings"]["dynamic"] == "strict"
+    message = templates["ml-api-message"]["template"]["mappings"]["properties"]
+    assert list(message["input"]["properties"]) == list(FEATURE_NAMES)
