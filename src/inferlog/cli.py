@@ -21,7 +21,7 @@ def _configure_logging(settings: Settings) -> None:
     )
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -44,7 +44,7 @@ def serve_api(settings: Settings) -> int:
 
     from inferlog.api.app import create_app, load_predictor
 
-    if not _port_free(settings.api_host, settings.api_port):
+    if not port_free(settings.api_host, settings.api_port):
         log.error(
             "port %s:%d is already in use: stop the process using it or set API_PORT",
             settings.api_host,

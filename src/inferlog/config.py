@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         "INFO", description="level of the service's own logs"
     )
 
+    # The UI: its own process, a client of the API over HTTP.
+    api_url: str = Field("http://127.0.0.1:8000", description="the API, as the UI reaches it")
+    ui_host: str = Field("127.0.0.1", description="address the UI binds to")
+    ui_port: int = Field(7860, ge=1, le=65535, description="port the UI listens on")
+
     # Telemetry: profiling, request records, shipping to Redis.
     telemetry_enabled: bool = Field(
         True, description="record every request and ship it to Redis (false: no records at all)"

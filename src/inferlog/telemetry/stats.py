@@ -52,6 +52,9 @@ def compute(records: list[dict[str, Any]], window_seconds: int) -> dict[str, Any
     profiles = [r["ml"]["profile"] for r in records if "ml" in r]
     profiled = [p for p in profiles if p["profiled"]]
     per_minute = Counter(r["@timestamp"][:16] for r in records)
+    latency_by_minute: dict[str, list[float]] = defaultdict(list)
+    for r, latency in zip(records, latencies, strict=True):
+        latency_by_minute[r["@timestamp"][:16]].append(latency)
     labels = Counter(p["label"] for r in records for p in _predictions(r))
     by_route: dict[str, list[float]] = defaultdict(list)
     for r, latency in zip(records, latencies, strict=True):
@@ -69,7 +72,10 @@ def compute(records: list[dict[str, Any]], window_seconds: int) -> dict[str, Any
         "server_error_rate": sum(s >= 500 for s in statuses) / count if count else 0.0,
         "status_counts": dict(sorted(Counter(str(s) for s in statuses).items())),
         "throughput_per_minute": count / span_minutes if count else 0.0,
-        "throughput": [{"minute": m, "requests": n} for m, n in sorted(per_minute.items())],
+        "throughput": [
+            {"minute": m, "requests": n, **_percentiles(latency_by_minute[m])}
+            for m, n in sorted(per_minute.items())
+        ],
         "latency_ms": _percentiles(latencies),
         "latency_ms_by_route": {path: _percentiles(v) for path, v in sorted(by_route.items())},
         "inferences": len(profiles),

@@ -1,0 +1,1 @@
+"""The Gradio UI, a separate process talking to the API over HTTP."""

@@ -1,0 +1,44 @@
+"""`python -m inferlog.ui`: serve the Gradio UI on UI_HOST:UI_PORT, talking to API_URL."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from inferlog.cli import port_free
+from inferlog.config import get_settings
+
+log = logging.getLogger("inferlog.ui")
+
+
+def main() -> int:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not port_free(settings.ui_host, settings.ui_port):
+        log.error(
+            "port %s:%d is already in use: stop that process or set UI_PORT",
+            settings.ui_host,
+            settings.ui_port,
+        )
+        return 2
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from inferlog.ui.app import CSS, build_app
+    from inferlog.ui.client import ApiClient
+
+    app = build_app(ApiClient(settings.api_url))
+    log.info("UI on http://%s:%d (API at %s)", settings.ui_host, settings.ui_port, settings.api_url)
+    app.launch(
+        server_name=settings.ui_host,
+        server_port=settings.ui_port,
+        css=CSS,
+        show_error=False,
+        quiet=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The UI's HTTP client of the API: the UI never imports the model, so every prediction made in
+the browser is profiled and logged by the API like any other client's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ApiError(RuntimeError):
+    """The API answered with an error (the message is the API's own), or did not answer."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class ApiClient:
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"The API at {self.base_url} is not reachable ({type(exc).__name__}). "
+                "It may be restarting: try again in a moment."
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message = body.get("message") or str(body)
+                errors = body.get("errors") or []
+            except ValueError:
+                message, errors = response.text[:200], []
+            raise ApiError(f"The API answered {response.status_code}: {message}", errors)
+        return response
+
+    def predict(self, case: dict[str, float]) -> dict[str, Any]:
+        return self._call("POST", "/predict", json=case).json()
+
+    def predict_csv(self, body: bytes) -> str:
+        return self._call(
+            "POST", "/predict/batch", content=body, headers={"Content-Type": "text/csv"}
+        ).text
+
+    def examples(self, label: str | None = None, n: int = 1, fmt: str = "json") -> Any:
+        params: dict[str, Any] = {"n": n, "format": fmt}
+        if label:
+            params["label"] = label
+        response = self._call("GET", "/examples", params=params)
+        return response.json() if fmt == "json" else response.text
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/logs/stats").json()
+
+    def logs(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v not in (None, "")}
+        return self._call("GET", "/logs", params=params).json()["records"]
+
+    def log(self, transaction_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/logs/{transaction_id}").json()
+
+    def model_info(self) -> dict[str, Any]:
+        return self._call("GET", "/model-info").json()
