@@ -18,12 +18,13 @@ NEWER_PYTHON := $(shell for candidate in python3.13 python3.12 \
 	command -v $$candidate >/dev/null 2>&1 && $$candidate -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null \
 	&& command -v $$candidate && break; done)
 
-.PHONY: help install model run api test test-newer-python lint format clean
+.PHONY: help install model run api ui test test-newer-python lint format clean
 
 help:
 	@echo "make run      train the model if missing, then start the product"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff check + ruff format --check"
+	@echo "make ui       the Gradio UI on :7860 (next to a running API)"
 	@echo "make model    (re)train the model into model/"
 
 .tools/bin/uv:
@@ -44,6 +45,9 @@ run: install
 
 api: install
 	$(RUN) python -m inferlog api
+
+ui: install
+	$(RUN) python -m inferlog.ui
 
 test: install
 	$(MAKE) --no-print-directory test-newer-python

@@ -18,7 +18,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from inferlog.features import FEATURES, GROUP_LABELS, GROUPS, FeatureSpec
+from inferlog.api.csv_codec import RESULT_COLUMNS
+from inferlog.features import FEATURE_NAMES, FEATURES, GROUP_LABELS, GROUPS, FeatureSpec
 from inferlog.ui.client import ApiClient, ApiError
 
 DISCLAIMER = (
@@ -82,6 +83,12 @@ def _stats_frames(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd
         [{"label": k, "count": v} for k, v in stats["labels"].items()], columns=["label", "count"]
     )
     return latency, throughput, labels
+
+
+def _from_zero(frame: pd.DataFrame, column: str) -> Any:
+    """Bar charts whose axis starts at 0, so bar heights compare."""
+    top = float(frame[column].max()) if len(frame) else 1.0
+    return gr.update(value=frame, y_lim=[0, top * 1.1])
 
 
 def _health_markdown(stats: dict[str, Any]) -> str:
@@ -242,6 +249,7 @@ def build_app(client: ApiClient) -> gr.Blocks:
                 template_button = gr.DownloadButton("Download a template CSV (5 real cases)")
                 upload = gr.File(label="CSV of cases", file_types=[".csv"], elem_id="batch-upload")
             batch_error = gr.HTML(elem_id="batch-error")
+            batch_summary = gr.Markdown(elem_id="batch-summary")
             results = gr.Dataframe(label="Results", interactive=False, elem_id="batch-results")
             download = gr.DownloadButton(
                 "Download the results", visible=False, elem_id="batch-download"
@@ -253,9 +261,9 @@ def build_app(client: ApiClient) -> gr.Blocks:
                 path.write_text(text)
                 return str(path)
 
-            def run_batch(path: str | None) -> tuple[str, pd.DataFrame | None, Any]:
+            def run_batch(path: str | None) -> tuple[str, str, pd.DataFrame | None, Any]:
                 if not path:
-                    return "", None, gr.update(visible=False)
+                    return "", "", None, gr.update(visible=False)
                 try:
                     text = client.predict_csv(Path(path).read_bytes())
                 except ApiError as exc:
@@ -266,18 +274,24 @@ def build_app(client: ApiClient) -> gr.Blocks:
                         for e in exc.errors
                     ]
                     items = "".join(f"<li>{html.escape(r)}</li>" for r in rows)
-                    return (
-                        _error_box(str(exc)) + f"<ul class='row-errors'>{items}</ul>",
-                        None,
-                        gr.update(visible=False),
-                    )
+                    box = _error_box(str(exc)) + f"<ul class='row-errors'>{items}</ul>"
+                    return box, "", None, gr.update(visible=False)
                 out = Path(tempfile.mkdtemp()) / "inferlog-results.csv"
                 out.write_text(text)
                 frame = pd.read_csv(io.StringIO(text))
-                return "", frame, gr.update(value=str(out), visible=True)
+                labels = frame["label"].value_counts()
+                summary = (
+                    f"**{len(frame)} cases predicted**: {labels.get('malignant', 0)} malignant, "
+                    f"{labels.get('benign', 0)} benign"
+                )
+                # Answers first, then the inputs they came from.
+                frame = frame[[*RESULT_COLUMNS, *FEATURE_NAMES]]
+                return "", summary, frame, gr.update(value=str(out), visible=True)
 
             template_button.click(template, outputs=template_button)
-            upload.change(run_batch, inputs=upload, outputs=[batch_error, results, download])
+            upload.change(
+                run_batch, inputs=upload, outputs=[batch_error, batch_summary, results, download]
+            )
 
         with gr.Tab("Monitoring", id="monitoring"):
             gr.Markdown("Live statistics of the API's recent requests (refreshed every 3 s).")
@@ -301,7 +315,14 @@ def build_app(client: ApiClient) -> gr.Blocks:
                     return (_error_box(str(exc)), *(gr.update() for _ in range(5)))
                 latency, throughput, labels = _stats_frames(stats)
                 functions = pd.DataFrame(stats["hottest_functions"])
-                return "", _health_markdown(stats), latency, throughput, labels, functions
+                return (
+                    "",
+                    _health_markdown(stats),
+                    latency,
+                    _from_zero(throughput, "requests"),
+                    _from_zero(labels, "count"),
+                    functions,
+                )
 
             timer = gr.Timer(3.0)
             monitoring_outputs = [

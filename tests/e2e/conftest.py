@@ -1,0 +1,129 @@
+"""End-to-end fixtures: a real API and UI as processes on loopback, a real Chromium.
+
+Chromium is Debian's (`/usr/bin/chromium`, driven by Playwright without `playwright install`).
+Screenshots go to a temporary folder, printed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.servers import RedisServer, free_port, require_binary
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class Process:
+    """A server process that tests can stop and start again on the same port."""
+
+    def __init__(self, args: list[str], env: dict[str, str], url: str, ready_path: str) -> None:
+        self.args = args
+        self.env = env
+        self.url = url
+        self.ready_path = ready_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, *self.args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"{self.args} exited early"
+            try:
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.args} not ready")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("screenshots")
+    yield folder
+    print(f"\nscreenshots in {folder}")
+
+
+@pytest.fixture(scope="session")
+def api(
+    redis_server: RedisServer, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Process]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "API_PORT": str(port),
+        "MODEL_DIR": str(model_dir),
+        "DATA_DIR": str(tmp_path_factory.mktemp("e2e-data")),
+        "REDIS_URL": redis_server.url,
+        "REDIS_STREAM": "e2e:requests",
+        "LOG_LEVEL": "WARNING",
+    }
+    server = Process(["-m", "inferlog", "api"], env, f"http://127.0.0.1:{port}", "/ready")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ui(api: Process) -> Iterator[Process]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "API_URL": api.url,
+        "UI_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "LOG_LEVEL": "WARNING",
+    }
+    server = Process(["-m", "inferlog.ui"], env, f"http://127.0.0.1:{port}", "/")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    executable = require_binary("chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, ui: Process) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1300, "height": 1400}, accept_downloads=True)
+    opened = context.new_page()
+    opened.set_default_timeout(20_000)
+    opened.goto(ui.url, wait_until="load")
+    opened.get_by_role("button", name="Load a malignant case").wait_for()
+    yield opened
+    context.close()
