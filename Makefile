@@ -18,13 +18,14 @@ NEWER_PYTHON := $(shell for candidate in python3.13 python3.12 \
 	command -v $$candidate >/dev/null 2>&1 && $$candidate -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null \
 	&& command -v $$candidate && break; done)
 
-.PHONY: help install model run api ui test test-newer-python lint format clean
+.PHONY: help install model run api ui simulate test test-newer-python lint format clean
 
 help:
 	@echo "make run      train the model if missing, then start the product"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff check + ruff format --check"
 	@echo "make ui       the Gradio UI on :7860 (next to a running API)"
+	@echo "make simulate traffic for the dashboards (ARGS=\"--rate 20 --duration 60\")"
 	@echo "make model    (re)train the model into model/"
 
 .tools/bin/uv:
@@ -48,6 +49,10 @@ api: install
 
 ui: install
 	$(RUN) python -m inferlog.ui
+
+# e.g. make simulate ARGS="--rate 20 --duration 60 --drift radius_mean=2"
+simulate: install
+	$(RUN) python -m inferlog simulate $(ARGS)
 
 test: install
 	$(MAKE) --no-print-directory test-newer-python

@@ -1,4 +1,4 @@
-"""Command line: `python -m inferlog train | api | run`."""
+"""Command line: `python -m inferlog train | api | run | simulate`."""
 
 from __future__ import annotations
 
@@ -68,10 +68,12 @@ def serve_api(settings: Settings) -> int:
 
 
 def run(settings: Settings) -> int:
+    from inferlog.supervisor import Supervisor
+
     if not (settings.model_dir / CARD_FILE).exists():
         log.info("no model in %s: training it first", settings.model_dir)
         train(settings.model_dir)
-    return serve_api(settings)
+    return Supervisor(settings).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     train_cmd = commands.add_parser("train", help="train the model and write model/")
     train_cmd.add_argument("--model-dir", type=Path, default=settings.model_dir)
     commands.add_parser("api", help="serve the API (the model must exist)")
-    commands.add_parser("run", help="train the model if missing, then serve the product")
+    commands.add_parser(
+        "run", help="train the model if missing, then start Redis, the API, the UI and the pipeline"
+    )
+    commands.add_parser("simulate", help="send realistic traffic to the API (see its --help)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:  # its options belong to its own parser
+        from inferlog.simulate import main as simulate_main
+
+        _configure_logging(settings)
+        return simulate_main(argv[1:], api_url=settings.api_url)
     args = parser.parse_args(argv)
     _configure_logging(settings)
     if args.command == "train":

@@ -28,6 +28,7 @@ def start_api(command: str, model_dir: Path, port: int) -> subprocess.Popen[str]
     env = {
         **os.environ,
         "API_PORT": str(port),
+        "UI_PORT": str(free_port()),
         "MODEL_DIR": str(model_dir),
         "DATA_DIR": str(model_dir.parent / "data"),
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing there: records spool

@@ -25,6 +25,7 @@ def main() -> int:
         )
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per UI request otherwise
     from inferlog.ui.app import CSS, build_app
     from inferlog.ui.client import ApiClient
 

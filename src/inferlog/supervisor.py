@@ -1,0 +1,245 @@
+"""`python -m inferlog run` (`make run`): the whole product on one machine, no Docker.
+
+Starts, in order: Redis (the one at REDIS_URL if it answers; otherwise `redis-server` from PATH
+with its data under DATA_DIR/redis/, or else an embedded Redis-compatible server from the
+fakeredis package), the API, the UI and the logs pipeline (NDJSON files under DATA_DIR/indices/,
+or Elasticsearch when ELASTICSEARCH_URL is set). Each child's output is prefixed with its name.
+Ctrl-C or SIGTERM stops every process it started, the pipeline last so it can index what the
+API flushed, and leaves none behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from inferlog.config import Settings
+
+log = logging.getLogger("inferlog.run")
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+STOP_TIMEOUT = 20.0
+
+
+class StartupError(RuntimeError):
+    """Something the user must fix before the product can start; said in one line."""
+
+
+def listening(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[str] | None = None
+    pump: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self, out: IO[str]) -> None:
+        self.process = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the children
+        )
+        self.pump = threading.Thread(target=self._copy, args=(out,), daemon=True)
+        self.pump.start()
+
+    def _copy(self, out: IO[str]) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            out.write(f"{self.name:<8}| {line}")
+            out.flush()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s: killing it", self.name, STOP_TIMEOUT)
+            self.process.kill()
+            self.process.wait()
+        if self.pump is not None:
+            self.pump.join(5)
+
+
+class EmbeddedRedis:
+    """A Redis-compatible server in this process (fakeredis), for machines without redis-server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from fakeredis import TcpFakeServer
+
+        self.server = TcpFakeServer((host, port), server_type="redis")
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, out: IO[str] = sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+        self.children: list[Child] = []
+        self.redis_stoppers: list[Callable[[], None]] = []
+        self.stopping = threading.Event()
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+    def check_ports(self) -> None:
+        for name, host, port, variable in (
+            ("the API", self.settings.api_host, self.settings.api_port, "API_PORT"),
+            ("the UI", self.settings.ui_host, self.settings.ui_port, "UI_PORT"),
+        ):
+            if listening(host, port):
+                raise StartupError(
+                    f"port {host}:{port} for {name} is already in use: stop the process using "
+                    f"it or set {variable}"
+                )
+
+    def start_redis(self) -> None:
+        url = urlsplit(self.settings.redis_url.get_secret_value())
+        host, port = url.hostname or "127.0.0.1", url.port or 6379
+        if listening(host, port):
+            log.info("using the Redis already at %s:%d", host, port)
+            return
+        if host not in LOOPBACK:
+            raise StartupError(f"Redis at {host}:{port} does not answer (REDIS_URL)")
+        binary = shutil.which("redis-server")
+        if binary:
+            data = self.settings.data_dir / "redis"
+            data.mkdir(parents=True, exist_ok=True)
+            child = Child(
+                "redis",
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    host,
+                    "--dir",
+                    str(data.resolve()),
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                ],
+                self._env(),
+            )
+            child.start(self.out)
+            self.children.append(child)
+            log.info("started redis-server on %s:%d, data in %s", host, port, data)
+        else:
+            embedded = EmbeddedRedis(host, port)
+            self.redis_stoppers.append(embedded.stop)
+            log.info(
+                "no redis-server on PATH: embedded Redis-compatible server on %s:%d", host, port
+            )
+        self._wait(lambda: listening(host, port), "Redis", 20)
+
+    def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.stopping.is_set():
+                raise StartupError("stopped while starting")
+            dead = [c.name for c in self.children if not c.alive()]
+            if dead:
+                raise StartupError(f"{', '.join(dead)} exited during startup (see its output)")
+            if time.monotonic() > deadline:
+                raise StartupError(f"{what} not ready after {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def _http_ready(self, url: str) -> Callable[[], bool]:
+        def ready() -> bool:
+            try:
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        return ready
+
+    def start_service(
+        self, name: str, args: list[str], ready_url: str | None, env: dict[str, str] | None = None
+    ) -> None:
+        child = Child(name, [sys.executable, *args], self._env(env))
+        child.start(self.out)
+        self.children.append(child)
+        if ready_url:
+            self._wait(self._http_ready(ready_url), name, 120)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        s = self.settings
+        api_url = f"http://{s.api_host}:{s.api_port}"
+        ui_url = f"http://{s.ui_host}:{s.ui_port}"
+        try:
+            self.check_ports()
+            self.start_redis()
+            self.start_service("api", ["-m", "inferlog", "api"], f"{api_url}/ready")
+            # The UI follows the API's port unless API_URL says otherwise.
+            ui_env = {} if "API_URL" in os.environ else {"API_URL": api_url}
+            self.start_service("ui", ["-m", "inferlog.ui"], f"{ui_url}/", ui_env)
+            self.start_service("pipeline", ["-m", "logs_pipeline", "run"], None)
+        except StartupError as exc:
+            log.error("%s", exc)
+            self.stop_all()
+            return 1
+        sink = s.elasticsearch_url or f"NDJSON files in {s.indices_dir}"
+        self.out.write(
+            "\n  inferlog is running (Ctrl-C stops everything)\n"
+            f"    UI        {ui_url}\n"
+            f"    API       {api_url}   (docs: {api_url}/docs)\n"
+            f"    records   {s.redis_stream} -> logs pipeline -> {sink}\n\n"
+        )
+        self.out.flush()
+        code = 0
+        while not self.stopping.wait(0.5):
+            dead = [c for c in self.children if not c.alive()]
+            if dead:
+                log.error("%s stopped unexpectedly: stopping everything", dead[0].name)
+                code = 1
+                break
+        self.stop_all()
+        return code
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def stop_all(self) -> None:
+        """UI first, then the API (it flushes its records), the pipeline, Redis last."""
+        order = {"ui": 0, "api": 1, "pipeline": 2, "redis": 3}
+        for child in sorted(self.children, key=lambda c: order.get(c.name, 9)):
+            child.stop()
+        for stop in self.redis_stoppers:
+            stop()
