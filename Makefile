@@ -8,7 +8,7 @@ ifeq ($(UV),)
 UV := .tools/bin/uv
 endif
 export UV_PYTHON_DOWNLOADS := never
-RUN := $(UV) run --locked
+RUN := $(UV) run --locked --all-extras
 
 # The profiler behaves differently from Python 3.12 on (one process-wide profiler that sees every
 # thread): its concurrency test also runs under the newest 3.12+ interpreter found here.
@@ -18,7 +18,7 @@ NEWER_PYTHON := $(shell for candidate in python3.13 python3.12 \
 	command -v $$candidate >/dev/null 2>&1 && $$candidate -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null \
 	&& command -v $$candidate && break; done)
 
-.PHONY: help install model run api ui simulate test test-newer-python lint format clean
+.PHONY: help install model run api ui simulate up down logs test test-newer-python lint format clean
 
 help:
 	@echo "make run      train the model if missing, then start the product"
@@ -27,13 +27,14 @@ help:
 	@echo "make ui       the Gradio UI on :7860 (next to a running API)"
 	@echo "make simulate traffic for the dashboards (ARGS=\"--rate 20 --duration 60\")"
 	@echo "make model    (re)train the model into model/"
+	@echo "make up       the full Docker stack (down, logs)"
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --locked
+	$(UV) sync --locked --all-extras
 	@touch $@
 
 install: .venv/.synced
@@ -54,6 +55,16 @@ ui: install
 simulate: install
 	$(RUN) python -m inferlog simulate $(ARGS)
 
+# The full stack (needs Docker with the compose plugin, and a .env with the passwords).
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down
+
+logs:
+	docker compose logs -f --tail=100
+
 test: install
 	$(MAKE) --no-print-directory test-newer-python
 	$(RUN) pytest
@@ -66,7 +77,7 @@ else
 	@echo "skipping the 3.12+ profiler test: no Python >= 3.12 found"
 endif
 else
-	UV_PROJECT_ENVIRONMENT=.venv-newer $(UV) run --locked --python $(NEWER_PYTHON) pytest $(NEWER_PYTHON_TEST)
+	UV_PROJECT_ENVIRONMENT=.venv-newer $(UV) run --locked --all-extras --python $(NEWER_PYTHON) pytest $(NEWER_PYTHON_TEST)
 endif
 
 lint: install

@@ -4,7 +4,8 @@
           one-line progress log every PIPELINE_PROGRESS_SECONDS
 - once    drain what the stream holds now, with a progress bar, then exit
 - replay  load the NDJSON files of data/indices/ into Elasticsearch (idempotent)
-- setup   install the index templates (and, once they exist, the Kibana saved objects)
+- setup   the index templates; with KIBANA_URL, the Kibana saved objects; with
+          KIBANA_SYSTEM_PASSWORD, the kibana_system user's password
 - status  stream length, pending, lag, consumers, dead letters, documents per index
 """
 
@@ -17,12 +18,14 @@ import signal
 import sys
 from typing import Any
 
+import httpx
 import redis
 from elasticsearch import Elasticsearch
 from elasticsearch import TransportError as EsTransportError
 from tqdm import tqdm
 
 from inferlog.config import Settings, get_settings
+from logs_pipeline import kibana
 from logs_pipeline.collector import Collector, consumer_name
 from logs_pipeline.filter import RecordFilter
 from logs_pipeline.indexer import Indexer, IndexNames
@@ -172,8 +175,29 @@ def replay(settings: Settings) -> int:
 
 
 def setup(settings: Settings) -> int:
-    sink = es_sink.ElasticsearchSink(elasticsearch_client(settings))
-    sink.install_templates(index_templates(names(settings)))
+    """The kibana_system password (if given), the index templates, the Kibana saved objects
+    (if KIBANA_URL is set): everything the full stack needs before the pipeline starts."""
+    client = elasticsearch_client(settings)
+    if settings.kibana_system_password:
+        client.security.change_password(
+            username="kibana_system",
+            password=settings.kibana_system_password.get_secret_value(),
+        )
+        log.info("kibana_system password set")
+    es_sink.ElasticsearchSink(client).install_templates(index_templates(names(settings)))
+    if settings.kibana_url:
+        auth = None
+        if settings.elasticsearch_username and settings.elasticsearch_password:
+            auth = (
+                settings.elasticsearch_username,
+                settings.elasticsearch_password.get_secret_value(),
+            )
+        payload = kibana.to_ndjson(kibana.saved_objects(names(settings)))
+        try:
+            count = kibana.import_saved_objects(settings.kibana_url, auth, payload)
+        except (RuntimeError, httpx.HTTPError) as exc:
+            raise CliError(f"Kibana saved objects: {exc}") from exc
+        log.info("imported %d Kibana saved objects into %s", count, settings.kibana_url)
     return 0
 
 

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         "filter.py); unset: successful POSTs to the prediction routes",
     )
 
+    kibana_url: str | None = Field(
+        None, description="Kibana for `logs_pipeline setup` to import saved objects into"
+    )
+    kibana_system_password: SecretStr | None = Field(
+        None, description="when set, `setup` gives the kibana_system user this password"
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
