@@ -7,15 +7,20 @@
 - setup   the index templates; with KIBANA_URL, the Kibana saved objects; with
           KIBANA_SYSTEM_PASSWORD, the kibana_system user's password
 - status  stream length, pending, lag, consumers, dead letters, documents per index
+- drift-report [--since ISO] [--until ISO] [--out FILE]
+          drift of the ml-api-message cases over a period, as an HTML report with a plot
+          per feature
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,6 +214,35 @@ def status(settings: Settings) -> int:
     return 0
 
 
+def drift(settings: Settings, args: argparse.Namespace) -> int:
+    from inferlog.ml.artifacts import load_artifacts
+    from logs_pipeline import drift_report
+
+    since, until = args.since, args.until
+    index = names(settings).message
+    if settings.elasticsearch_url:
+        documents = drift_report.documents_from_elasticsearch(
+            elasticsearch_client(settings), index, since, until
+        )
+        source = f"{index} in {settings.elasticsearch_url}"
+    else:
+        path = settings.indices_dir / f"{index}.ndjson"
+        documents = drift_report.documents_from_ndjson(path, since, until)
+        source = str(path)
+    reference = load_artifacts(settings.model_dir).reference
+    report = drift_report.build(reference, documents, settings.drift_min_cases)
+    period = f"from {since or 'the first case'} to {until or 'the last case'}"
+    args.out.write_text(drift_report.render(report, period, source))
+    verdict = report.get("drifted_features", report.get("message"))
+    log.info("drift report of %d cases written to %s: %s", report["cases"], args.out, verdict)
+    return 0
+
+
+def _moment(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 COMMANDS = {"run": run, "once": once, "replay": replay, "setup": setup, "status": status}
 
 
@@ -218,7 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("command", choices=[*COMMANDS, "drift-report"])
+    parser.add_argument("--since", type=_moment, help="drift-report: ISO 8601 start (UTC)")
+    parser.add_argument("--until", type=_moment, help="drift-report: ISO 8601 end (UTC)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("drift-report.html"), help="drift-report: HTML file"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(
@@ -228,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     # itself, in one line each.
     logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
     try:
+        if args.command == "drift-report":
+            return drift(settings, args)
         return COMMANDS[args.command](settings)
     except CliError as exc:
         log.error("%s", exc)

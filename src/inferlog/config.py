@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     stats_max_records: int = Field(
         10_000, ge=100, description="most recent records /logs/stats reads from the window"
     )
+    drift_min_cases: int = Field(
+        50, ge=10, description="fewest cases /drift and drift-report give a verdict on"
+    )
     data_dir: Path = Field(Path("data"), description="local data: the spool, NDJSON indices")
     shipper_batch_size: int = Field(200, ge=1, description="records per Redis pipeline")
     shipper_queue_size: int = Field(

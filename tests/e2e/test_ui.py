@@ -143,3 +143,24 @@ def test_with_the_api_stopped_predicting_shows_a_message_then_recovers(
     page.locator("#predict-button").click()
     expect(page.locator("#predict-error")).to_be_empty()
     expect(page.locator("#answer")).to_contain_text("Transaction id")
+
+
+def test_the_drift_tab_highlights_the_drifted_feature_and_plots_it(
+    page: Page, api: Process, screenshots: Path
+) -> None:
+    from inferlog.simulate import Traffic
+
+    traffic = Traffic(seed=21, drift={"compactness_worst": 2.5})
+    for _ in range(4):
+        batch = [traffic.case() for _ in range(60)]
+        assert httpx.post(f"{api.url}/predict/batch", json=batch).status_code == 200
+    time.sleep(1.0)  # the shipper's flush interval
+    open_tab(page, "Drift")
+    page.locator("#drift-refresh").click()
+    table = page.locator("#drift-table")
+    expect(table.locator("tr.drifted")).to_contain_text("compactness_worst")
+    page.locator("#drift-feature input").fill("compactness_worst")
+    page.locator("#drift-feature input").press("Enter")
+    page.locator("#drift-summary").click()  # closes the dropdown
+    expect(page.locator("#drift-plot")).to_contain_text("reference")
+    page.screenshot(path=screenshots / "drift.png", full_page=True)

@@ -324,3 +324,26 @@ def test_metrics_expose_requests_inference_and_shipper(live: tuple[TestClient, F
     assert "inferlog_shipper_shipped_total 2.0" in text
     version = app.state.predictor.version
     assert f'inferlog_model_info{{name="breast-cancer-malignancy",version="{version}"}} 1.0' in text
+
+
+def test_drift_finds_exactly_the_shifted_feature_in_the_live_window(
+    live: tuple[TestClient, FastAPI],
+) -> None:
+    from inferlog.simulate import Traffic
+
+    client, app = live
+    assert client.get("/drift").json()["enough_data"] is False
+    traffic = Traffic(seed=5, drift={"concavity_mean": 2.0})
+    cases = [traffic.case() for _ in range(250)]
+    for start in range(0, 250, 50):
+        assert client.post("/predict/batch", json=cases[start : start + 50]).status_code == 200
+    client.post("/predict", json={"radius_mean": -1})  # errors carry no cases
+    wait_shipped(app)
+    report = client.get("/drift").json()
+    assert report["cases"] == 250
+    assert report["drifted_features"] == ["concavity_mean"]
+    assert report["histograms"]["concavity_mean"]["current"]
+    feature = next(f for f in report["features"] if f["name"] == "concavity_mean")
+    assert feature["current_mean"] > feature["reference_mean"]
+    future = client.get("/drift", params={"since": "2100-01-01T00:00:00"}).json()
+    assert future["cases"] == 0 and future["enough_data"] is False

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from inferlog import __version__
 from inferlog.api.body_limit import BodyLimitMiddleware
 from inferlog.api.errors import install_error_handlers
-from inferlog.api.routes import examples, logs, meta, predict
+from inferlog.api.routes import drift, examples, logs, meta, predict
 from inferlog.config import Settings, get_settings
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.include_router(predict.router)
     app.include_router(examples.router)
     app.include_router(logs.router)
+    app.include_router(drift.router)
     # Added last = outermost: every response, 413s included, carries the transaction id
     # and yields a record.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

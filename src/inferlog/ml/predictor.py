@@ -55,6 +55,7 @@ class Predictor:
         self.name = artifacts.name
         self.version = artifacts.version
         self.card = card
+        self.reference = artifacts.reference
         self.threshold = float(card["threshold"]["value"])
         self.high_risk_from = float(card["risk_bands"]["HIGH"]["from"])
         self.top_features = top_features

@@ -182,6 +182,8 @@ def reference_statistics(
     def describe(values: np.ndarray) -> dict[str, Any]:
         return {
             "count": len(values),
+            # The values themselves: two-sample drift tests compare live inputs with them.
+            "sample": values.tolist(),
             "min": float(values.min()),
             "max": float(values.max()),
             "mean": float(values.mean()),

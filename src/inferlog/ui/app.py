@@ -116,6 +116,39 @@ def _health_markdown(stats: dict[str, Any]) -> str:
     )
 
 
+def _drift_summary(report: dict[str, Any]) -> str:
+    drifted = ", ".join(report["drifted_features"]) or "none"
+    return (
+        f"**{report['cases']} cases** in the window · drifted: **{drifted}** "
+        f"({report['drifted_share'] * 100:.0f} % of the features) · predicted probability "
+        f"{'drifted' if report['probability']['drifted'] else 'stable'}"
+    )
+
+
+def _drift_table(report: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr class='{'drifted' if f['drifted'] else 'stable'}'><td>{f['name']}</td>"
+        f"<td>{f['ks_statistic']:.3f}</td><td>{f['p_value']:.1e}</td>"
+        f"<td>{f['distance_std']:.2f}</td><td>{'yes' if f['drifted'] else 'no'}</td></tr>"
+        for f in report["features"]
+    )
+    return (
+        "<table class='inferlog-drift'><tr><th>feature</th><th>KS statistic</th>"
+        f"<th>p-value</th><th>distance (std)</th><th>drifted</th></tr>{rows}</table>"
+    )
+
+
+def _drift_frame(report: dict[str, Any], feature: str) -> pd.DataFrame:
+    histogram = report["histograms"][feature]
+    edges = histogram["edges"]
+    rows = []
+    for i in range(len(edges) - 1):
+        centre = (edges[i] + edges[i + 1]) / 2
+        rows.append({"value": centre, "share": histogram["reference"][i], "data": "reference"})
+        rows.append({"value": centre, "share": histogram["current"][i], "data": "current"})
+    return pd.DataFrame(rows)
+
+
 def _model_markdown(info: dict[str, Any]) -> str:
     card = info["model_card"]
     metrics = card["metrics_held_out"]
@@ -384,6 +417,56 @@ def build_app(client: ApiClient) -> gr.Blocks:
             )
             table.select(select_record, inputs=records_state, outputs=record_view)
 
+        with gr.Tab("Drift", id="drift"):
+            gr.Markdown(
+                "Inputs of the live window against the training data: a two-sample "
+                "Kolmogorov-Smirnov test and a distance per feature (see `GET /drift`)."
+            )
+            drift_refresh = gr.Button("Refresh", elem_id="drift-refresh")
+            drift_error = gr.HTML()
+            drift_summary = gr.Markdown(elem_id="drift-summary")
+            drift_table = gr.HTML(elem_id="drift-table")
+            drift_feature = gr.Dropdown(
+                choices=[*FEATURE_NAMES, "probability_malignant"],
+                value=FEATURE_NAMES[0],
+                label="Feature to plot",
+                elem_id="drift-feature",
+            )
+            drift_plot = gr.LinePlot(
+                x="value",
+                y="share",
+                color="data",
+                title="Reference (training) vs current distribution",
+                elem_id="drift-plot",
+            )
+            drift_state = gr.State(None)
+
+            def load_drift(feature: str) -> tuple[Any, ...]:
+                try:
+                    report = client.drift()
+                except ApiError as exc:
+                    return _error_box(str(exc)), "", "", None, None
+                if not report["enough_data"]:
+                    return "", report["message"], "", None, report
+                return (
+                    "",
+                    _drift_summary(report),
+                    _drift_table(report),
+                    _drift_frame(report, feature),
+                    report,
+                )
+
+            drift_refresh.click(
+                load_drift,
+                inputs=drift_feature,
+                outputs=[drift_error, drift_summary, drift_table, drift_plot, drift_state],
+            )
+            drift_feature.change(
+                lambda report, feature: _drift_frame(report, feature) if report else None,
+                inputs=[drift_state, drift_feature],
+                outputs=drift_plot,
+            )
+
         with gr.Tab("Model", id="model"):
             model_error = gr.HTML()
             model_card = gr.Markdown(elem_id="model-card")
@@ -403,4 +486,6 @@ CSS = """
 .inferlog-bar { position:relative; height:22px; background:#eee; border-radius:4px;
                 overflow:hidden; }
 .inferlog-threshold { position:absolute; top:0; bottom:0; width:2px; background:#222; }
+.inferlog-drift td, .inferlog-drift th { padding:2px 8px; }
+.inferlog-drift tr.drifted { background:#fde2e2; font-weight:bold; }
 """

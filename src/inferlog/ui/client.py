@@ -64,5 +64,8 @@ class ApiClient:
     def log(self, transaction_id: str) -> dict[str, Any]:
         return self._call("GET", f"/logs/{transaction_id}").json()
 
+    def drift(self) -> dict[str, Any]:
+        return self._call("GET", "/drift").json()
+
     def model_info(self) -> dict[str, Any]:
         return self._call("GET", "/model-info").json()

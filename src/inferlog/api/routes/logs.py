@@ -25,7 +25,7 @@ def _live_log(request: Request) -> LiveLog:
 
 
 @contextmanager
-def _redis_errors() -> Iterator[None]:
+def redis_errors() -> Iterator[None]:
     try:
         yield
     except (redis.RedisError, OSError) as exc:
@@ -62,7 +62,7 @@ async def recent_logs(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
     live = _live_log(request)
-    with _redis_errors():
+    with redis_errors():
         records = await live.recent(
             limit, since, keep=lambda r: _matches(r, status, path, transaction_id)
         )
@@ -73,7 +73,7 @@ async def recent_logs(
 async def log_stats(request: Request) -> dict[str, Any]:
     live = _live_log(request)
     settings = request.app.state.settings
-    with _redis_errors():
+    with redis_errors():
         records = await live.recent(settings.stats_max_records)
         stream = await live.stream_info()
     shipper = request.app.state.shipper
@@ -89,7 +89,7 @@ async def log_stats(request: Request) -> dict[str, Any]:
 
 @router.get("/logs/{transaction_id}", summary="One request record")
 async def one_log(request: Request, transaction_id: str) -> dict[str, Any]:
-    with _redis_errors():
+    with redis_errors():
         record = await _live_log(request).find(transaction_id)
     if record is None:
         raise HTTPException(404, f"no record of transaction {transaction_id} in the live window")
@@ -102,7 +102,7 @@ async def one_log(request: Request, transaction_id: str) -> dict[str, Any]:
     dependencies=[AdminOnly],
 )
 async def delete_logs(request: Request) -> dict[str, int]:
-    with _redis_errors():
+    with redis_errors():
         deletion = await _live_log(request).delete_acknowledged()
     return {"removed": deletion.removed, "kept": deletion.kept}
 

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inferlog.features import FEATURE_NAMES
+from inferlog.ml.artifacts import load_artifacts
+from inferlog.ml.drift import MIN_DISTANCE, drift_report
+from inferlog.ml.predictor import Predictor
+from inferlog.simulate import Traffic
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir: Path) -> dict[str, Any]:
+    return load_artifacts(model_dir).reference
+
+
+def matrix(cases: list[dict[str, float]]) -> np.ndarray:
+    return np.array([[c[n] for n in FEATURE_NAMES] for c in cases])
+
+
+def simulated(n: int, seed: int, drift: dict[str, float] | None = None) -> np.ndarray:
+    traffic = Traffic(seed=seed, drift=drift or {})
+    return matrix([traffic.case() for _ in range(n)])
+
+
+def test_cases_sampled_from_the_training_reference_show_no_drift(
+    reference: dict[str, Any], predictor: Predictor
+) -> None:
+    rng = np.random.default_rng(0)
+    train = np.column_stack([reference["features"][n]["sample"] for n in FEATURE_NAMES])
+    for _ in range(5):
+        x = train[rng.integers(0, len(train), 300)]
+        report = drift_report(reference, x, predictor.probabilities(x), 50)
+        assert report["drifted_features"] == []
+        assert report["probability"]["drifted"] is False
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simulated_traffic_without_drift_stays_under_the_distance_guard(
+    reference: dict[str, Any], predictor: Predictor, seed: int
+) -> None:
+    x = simulated(300, seed)
+    report = drift_report(reference, x, predictor.probabilities(x), 50, with_histograms=False)
+    assert report["drifted_features"] == []
+    assert max(f["distance_std"] for f in report["features"]) < MIN_DISTANCE
+
+
+@pytest.mark.parametrize(
+    "drift",
+    [{"radius_mean": 2.0}, {"texture_worst": 1.5, "symmetry_se": -1.5}, {"area_se": 3.0}],
+)
+def test_exactly_the_drifted_features_are_found(
+    reference: dict[str, Any], predictor: Predictor, drift: dict[str, float]
+) -> None:
+    x = simulated(300, seed=3, drift=drift)
+    report = drift_report(reference, x, predictor.probabilities(x), 50)
+    assert sorted(report["drifted_features"]) == sorted(drift)
+    assert report["drifted_share"] == pytest.approx(len(drift) / 30)
+    histogram = report["histograms"][next(iter(drift))]
+    assert sum(histogram["reference"]) == pytest.approx(1.0)
+    assert len(histogram["edges"]) == len(histogram["current"]) + 1
+
+
+def test_below_the_minimum_there_is_no_verdict(reference: dict[str, Any]) -> None:
+    x = simulated(10, seed=1)
+    report = drift_report(reference, x, np.full(10, 0.5), min_cases=50)
+    assert report["enough_data"] is False
+    assert "not enough data" in report["message"]
+    assert "features" not in report
