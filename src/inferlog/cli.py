@@ -31,6 +31,16 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def port_taken(host: str, port: int, variable: str) -> bool:
+    """True (and said in one line) when a server cannot bind host:port."""
+    if port_free(host, port):
+        return False
+    log.error(
+        "port %s:%d is already in use: stop the process using it or set %s", host, port, variable
+    )
+    return True
+
+
 def train(model_dir: Path) -> int:
     from inferlog.ml.train import train as run_training
 
@@ -44,12 +54,7 @@ def serve_api(settings: Settings) -> int:
 
     from inferlog.api.app import create_app, load_predictor
 
-    if not port_free(settings.api_host, settings.api_port):
-        log.error(
-            "port %s:%d is already in use: stop the process using it or set API_PORT",
-            settings.api_host,
-            settings.api_port,
-        )
+    if port_taken(settings.api_host, settings.api_port, "API_PORT"):
         return 2
     try:
         predictor = load_predictor(settings)

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from inferlog.cli import port_free
+from inferlog.cli import port_taken
 from inferlog.config import get_settings
 
 log = logging.getLogger("inferlog.ui")
@@ -17,12 +17,7 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not port_free(settings.ui_host, settings.ui_port):
-        log.error(
-            "port %s:%d is already in use: stop that process or set UI_PORT",
-            settings.ui_host,
-            settings.ui_port,
-        )
+    if port_taken(settings.ui_host, settings.ui_port, "UI_PORT"):
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per UI request otherwise
