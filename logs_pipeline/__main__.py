@@ -1,4 +1,4 @@
-"""`python -m logs_pipeline run | once | replay | setup | status`.
+"""`python -m logs_pipeline run | once | replay | setup | status | drift-report`.
 
 - run     consume continuously (one consumer of the group; start several to scale out), with a
           one-line progress log every PIPELINE_PROGRESS_SECONDS
