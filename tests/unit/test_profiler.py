@@ -89,3 +89,14 @@ def test_a_profile_that_recorded_nothing_counts_zero_calls() -> None:
     summary = summarize(capture_of(empty, root_call), top_n=10)
     assert summary["profiled"] is True
     assert summary["function_calls"] == 0 and summary["top_functions"] == []
+
+
+def test_garbage_collection_is_paused_during_the_profiled_call_only() -> None:
+    import gc
+
+    seen = []
+    _, capture = InferenceProfiler().run(lambda: seen.append(gc.isenabled()))
+    assert seen == [False] and capture.profiled
+    assert gc.isenabled()
+    InferenceProfiler(enabled=False).run(lambda: seen.append(gc.isenabled()))
+    assert seen[-1] is True  # unprofiled calls are left alone

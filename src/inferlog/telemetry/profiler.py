@@ -12,6 +12,9 @@ the profiled thread is running). Three things keep a profile to its own request:
 - a process-wide non-blocking lock lets one inference be profiled at a time; an inference that
   finds it taken runs unprofiled and says so (`profiled: false`, reason "profiler busy"),
   never waits and never fails; `enable()` refusing (another tool active) is handled the same way;
+- the garbage collector is paused for the (sub-millisecond) profiled call: a collection there
+  would run unrelated finalizers (`__del__` of a closed connection, say) on this thread,
+  inside the model's call tree;
 - `summarize` keeps only the call tree under the model call, and counts a function that was
   also called from outside that tree only for its calls from inside it. (pstats aggregates per
   function, so the callees of such a shared function cannot be split: hence the first point.)
@@ -24,6 +27,7 @@ process RSS from psutil, before and after the call.
 from __future__ import annotations
 
 import cProfile
+import gc
 import random
 import threading
 import time
@@ -88,8 +92,10 @@ class InferenceProfiler:
         if reason is None and not locked:
             reason = "profiler busy"
         rss_before = _PROCESS.memory_info().rss
+        gc_was_enabled = gc.isenabled()
         try:
             if locked:
+                gc.disable()
                 # Python functions only: C calls (len, isinstance...) would double the overhead;
                 # their time still shows in the tottime of the Python function calling them.
                 profile = cProfile.Profile(builtins=False)
@@ -106,6 +112,8 @@ class InferenceProfiler:
                 elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
         finally:
             if locked:
+                if gc_was_enabled:
+                    gc.enable()
                 _PROFILER_LOCK.release()
         rss_after = _PROCESS.memory_info().rss
         return result, Capture(
