@@ -20,7 +20,7 @@ import numpy as np
 from elasticsearch import Elasticsearch, helpers
 from matplotlib.figure import Figure  # the object API: no GUI backend, no global state
 
-from inferlog.features import FEATURE_NAMES, FEATURES_BY_NAME
+from inferlog.features import FEATURE_NAMES, FEATURES_BY_NAME, matrix_of
 from inferlog.ml.drift import drift_report
 from logs_pipeline.sinks.ndjson import read_actions
 
@@ -115,6 +115,6 @@ def build(
     reference: dict[str, Any], documents: Iterable[Document], min_cases: int
 ) -> dict[str, Any]:
     docs = list(documents)
-    inputs = np.array([[d["input"][n] for n in FEATURE_NAMES] for d in docs]).reshape(-1, 30)
+    inputs = matrix_of(d["input"] for d in docs)
     probabilities = np.array([d["prediction"]["probability"] for d in docs])
     return drift_report(reference, inputs, probabilities, min_cases)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from inferlog.telemetry.record import RequestRecord
+from inferlog.telemetry.record import STATUS_PATTERN, RequestRecord, status_matches
 
 Target = Literal["message", "perfs"]
 
@@ -28,7 +28,7 @@ class Rule(BaseModel):
 
     route: str | None = None
     method: str | None = None
-    status: str | None = Field(None, pattern=r"^([1-5]\d\d|[1-5]xx)$")
+    status: str | None = Field(None, pattern=STATUS_PATTERN)
     level: Literal["INFO", "WARNING", "ERROR"] | None = None
 
     @field_validator("status", mode="before")
@@ -43,14 +43,7 @@ class Rule(BaseModel):
             return False
         if self.level is not None and record.log.level != self.level:
             return False
-        if self.status is not None:
-            code = str(record.http.response.status_code)
-            wanted = self.status
-            if wanted.endswith("xx") and code[0] != wanted[0]:
-                return False
-            if not wanted.endswith("xx") and code != wanted:
-                return False
-        return True
+        return self.status is None or status_matches(record.http.response.status_code, self.status)
 
 
 PREDICTION_ROUTES = ("/predict", "/predict/batch", "/predict_proba")

@@ -26,6 +26,7 @@ import redis
 from logs_pipeline.collector import Collector, Entry, UnusableEntryError, parse
 from logs_pipeline.indexer import Action, Indexer, IndexNames
 from logs_pipeline.sinks import Rejected, RetryableSinkError, Sink
+from logs_pipeline.status import group_info
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,10 @@ class Pipeline:
         summary = client.xpending(stream, group)
         if summary["pending"]:
             bounds.append(summary["min"])
-        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
-        last_delivered = groups[group]["last-delivered-id"]
+        info = group_info(client, stream, group)
+        if info is None:  # no group yet: nothing was ever acknowledged
+            return 0
+        last_delivered = info["last-delivered-id"]
         ms, seq = (int(part) for part in last_delivered.split("-"))
         bounds.append(f"{ms}-{seq + 1}")  # everything after it is undelivered
         minid = min(bounds, key=lambda i: tuple(int(p) for p in i.split("-")))
@@ -212,6 +215,6 @@ class Pipeline:
         log.info("stopped: %s", self.counters)
 
     def lag(self) -> int | None:
-        groups = self.collector.client.xinfo_groups(self.collector.stream)
-        group = next((g for g in groups if g["name"] == self.collector.group), None)
-        return None if group is None else group.get("lag")
+        collector = self.collector
+        info = group_info(collector.client, collector.stream, collector.group)
+        return None if info is None else info.get("lag")

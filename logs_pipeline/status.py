@@ -1,4 +1,4 @@
-"""The state of the records stream and its consumer group, for `status` and the progress log.
+"""The state of the records stream and its consumer group, for `status` and the pipeline.
 
 Entries trimmed before the group ever read them are found by arithmetic: entries ever added to
 the stream, minus entries the group has read, minus the undelivered entries still there.
@@ -12,13 +12,18 @@ from typing import Any
 import redis
 
 
+def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """`XINFO GROUPS` of one group; None when the group (or the stream) does not exist."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:  # no such stream yet
+        return None
+    return next((g for g in groups if g["name"] == group), None)
+
+
 def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
     report: dict[str, Any] = {"stream": stream, "group": group, "length": client.xlen(stream)}
-    try:
-        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
-    except redis.ResponseError:
-        groups = {}
-    info = groups.get(group)
+    info = group_info(client, stream, group)
     if info is None:
         report.update(pending=0, lag=report["length"], consumers=[], trimmed_before_delivery=0)
         return report

@@ -14,6 +14,7 @@ Defaults are training-split medians.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -110,6 +111,12 @@ def _build() -> tuple[FeatureSpec, ...]:
 FEATURES: tuple[FeatureSpec, ...] = _build()
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURES_BY_NAME: dict[str, FeatureSpec] = {f.name: f for f in FEATURES}
+
+
+def matrix_of(cases: Iterable[Mapping[str, float]]) -> np.ndarray:
+    """Cases (feature name -> value) as an (n, 30) matrix in spec order; (0, 30) for none."""
+    rows = [[case[name] for name in FEATURE_NAMES] for case in cases]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
 
 
 def defaults() -> dict[str, float]:

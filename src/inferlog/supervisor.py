@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from inferlog.cli import port_free
 from inferlog.config import Settings
 
 log = logging.getLogger("inferlog.run")
@@ -120,7 +121,7 @@ class Supervisor:
             ("the API", self.settings.api_host, self.settings.api_port, "API_PORT"),
             ("the UI", self.settings.ui_host, self.settings.ui_port, "UI_PORT"),
         ):
-            if listening(host, port):
+            if not port_free(host, port):
                 raise StartupError(
                     f"port {host}:{port} for {name} is already in use: stop the process using "
                     f"it or set {variable}"

@@ -1,7 +1,8 @@
-"""Shared route dependencies."""
+"""Shared route dependencies and helpers."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -19,6 +20,13 @@ async def get_predictor(request: Request) -> Predictor:
 
 async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def as_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """Query times are UTC unless they say otherwise."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

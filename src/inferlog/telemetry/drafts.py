@@ -2,7 +2,7 @@
 
 The request path only collects references (the validated inputs, the predictions, the raw
 profile) into a `Draft`; building the record (profile statistics, conversion, validation,
-JSON) happens in the shipper's thread, after the response has gone out.
+JSON) happens in the shipper task, after the response has gone out.
 """
 
 from __future__ import annotations

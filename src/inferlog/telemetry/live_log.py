@@ -49,7 +49,9 @@ class Deletion:
 
 
 class LiveLog:
-    def __init__(self, client: redis.Redis, stream: str, group: str, window_seconds: int) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, stream: str, group: str, window_seconds: int
+    ) -> None:
         self.client = client
         self.stream = stream
         self.group = group

@@ -2,7 +2,7 @@
 
 On the request path, `InferenceProfiler.run` only enables a profiler, calls the model and takes
 a few clock and memory readings. Turning the raw profile into statistics (`summarize`) is the
-expensive part and runs in the shipper's thread.
+expensive part and runs in the shipper task, after the response has gone out.
 
 Concurrency. Python 3.12+ implements cProfile with `sys.monitoring`: one active profiler per
 process, and it records the calls of every thread (as if they were made by whatever function

@@ -20,6 +20,16 @@ SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_MAJOR}"
 _SCHEMA_PATTERN = re.compile(rf"^{re.escape(SCHEMA_NAME)}/(\d+)(?:\.\d+)*$")
 
 
+# A status filter: an exact code (`422`) or a class (`4xx`); used by /logs and the pipeline rules.
+STATUS_PATTERN = r"^([1-5]\d\d|[1-5]xx)$"
+
+
+def status_matches(status_code: int, wanted: str) -> bool:
+    """Whether `status_code` matches `wanted` (see `STATUS_PATTERN`)."""
+    code = str(status_code)
+    return code[0] == wanted[0] if wanted.endswith("xx") else code == wanted
+
+
 def schema_major(schema: object) -> int | None:
     """Major version of a schema string such as `inferlog.request/1`; None if not ours."""
     match = _SCHEMA_PATTERN.match(schema) if isinstance(schema, str) else None

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
-from inferlog.api.dependencies import PredictorDep, SettingsDep
+from inferlog.api.dependencies import PredictorDep, SettingsDep, as_utc
 from inferlog.api.routes.logs import redis_errors
-from inferlog.features import FEATURE_NAMES
+from inferlog.features import matrix_of
 from inferlog.ml.drift import drift_report
 
 router = APIRouter(tags=["drift"])
@@ -39,8 +39,7 @@ async def drift(
     until: Annotated[dt.datetime | None, Query(description="ISO 8601, UTC if naive")] = None,
     histograms: Annotated[bool, Query(description="include per-feature histograms")] = True,
 ) -> dict[str, Any]:
-    since = since.replace(tzinfo=dt.UTC) if since and since.tzinfo is None else since
-    until = until.replace(tzinfo=dt.UTC) if until and until.tzinfo is None else until
+    since, until = as_utc(since), as_utc(until)
 
     def keep(record: dict[str, Any]) -> bool:
         if until is None:
@@ -52,7 +51,7 @@ async def drift(
             settings.stats_max_records, since, keep=keep
         )
     pairs = [pair for record in records for pair in cases_of(record)]
-    inputs = np.array([[case[n] for n in FEATURE_NAMES] for case, _ in pairs]).reshape(-1, 30)
+    inputs = matrix_of(case for case, _ in pairs)
     probabilities = np.array([p for _, p in pairs])
     report = drift_report(
         predictor.reference, inputs, probabilities, settings.drift_min_cases, histograms

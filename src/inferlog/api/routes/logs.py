@@ -13,9 +13,11 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from inferlog.api.dependencies import as_utc
 from inferlog.api.security import AdminOnly
 from inferlog.telemetry import stats
 from inferlog.telemetry.live_log import LiveLog
+from inferlog.telemetry.record import STATUS_PATTERN, status_matches
 
 router = APIRouter(tags=["logs"])
 
@@ -39,13 +41,7 @@ def _matches(
         return False
     if path is not None and record["url"]["path"] != path:
         return False
-    if status is not None:
-        code = str(record["http"]["response"]["status_code"])
-        if status.endswith("xx") and not code.startswith(status[0]):
-            return False
-        if not status.endswith("xx") and code != status:
-            return False
-    return True
+    return status is None or status_matches(record["http"]["response"]["status_code"], status)
 
 
 @router.get("/logs", summary="Recent request records, newest first")
@@ -54,13 +50,12 @@ async def recent_logs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     since: Annotated[dt.datetime | None, Query(description="ISO 8601 time, UTC if naive")] = None,
     status: Annotated[
-        str | None, Query(pattern=r"^([1-5]\d\d|[1-5]xx)$", description="e.g. 422 or 4xx")
+        str | None, Query(pattern=STATUS_PATTERN, description="e.g. 422 or 4xx")
     ] = None,
     path: Annotated[str | None, Query(description="exact URL path, e.g. /predict")] = None,
     transaction_id: str | None = None,
 ) -> dict[str, Any]:
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=dt.UTC)
+    since = as_utc(since)
     live = _live_log(request)
     with redis_errors():
         records = await live.recent(

@@ -25,7 +25,7 @@ from inferlog.api.schemas import (
     TopFeature,
 )
 from inferlog.api.security import ClientKey
-from inferlog.features import FEATURE_NAMES
+from inferlog.features import FEATURE_NAMES, matrix_of
 from inferlog.ml.predictor import Prediction, Predictor
 from inferlog.telemetry.drafts import InferenceDraft
 from inferlog.telemetry.middleware import elapsed_ms, record_inference, transaction_id
@@ -41,7 +41,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def as_matrix(cases: list[BaseModel]) -> np.ndarray:
-    return np.array([[case.__dict__[name] for name in FEATURE_NAMES] for case in cases])
+    return matrix_of(case.__dict__ for case in cases)
 
 
 def prediction_fields(p: Prediction) -> dict[str, Any]:
