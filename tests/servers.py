@@ -10,8 +10,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 import redis
 
@@ -20,6 +22,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 now."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float = 60,
+    process: subprocess.Popen[str] | subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Poll `condition`; fail when `timeout` passes or `process` (if given) exits first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"{process.args} exited early:\n{output}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def require_binary(name: str) -> str:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2 as httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.servers import RedisServer, free_port, require_binary
+from tests.servers import RedisServer, answers, free_port, require_binary, wait_until
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -46,16 +44,7 @@ class Process:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"{self.args} exited early"
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{self.args} not ready")
+        wait_until(lambda: answers(self.url + self.ready_path), timeout, self.process)
 
     def stop(self) -> None:
         if self.process is not None:

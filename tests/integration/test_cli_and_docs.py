@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from inferlog.config import Settings
 from inferlog.ml.artifacts import ARTIFACT_FILE, CARD_FILE
-from tests.servers import free_port
+from tests.servers import answers, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -43,20 +42,6 @@ def start_api(command: str, model_dir: Path, port: int) -> subprocess.Popen[str]
     )
 
 
-def wait_ready(base: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early:\n{process.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server not ready in time")
-
-
 def stop(process: subprocess.Popen[str]) -> str:
     process.terminate()
     out, _ = process.communicate(timeout=20)
@@ -69,7 +54,7 @@ def live_api(model_dir: Path) -> Iterator[str]:
     process = start_api("api", model_dir, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, process)
+        wait_until(lambda: answers(f"{base}/ready"), 60, process)
         yield base
     finally:
         stop(process)
@@ -159,7 +144,7 @@ def test_run_trains_a_missing_model_then_serves(tmp_path: Path) -> None:
     process = start_api("run", tmp_path / "model", port)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, process, timeout=120)
+        wait_until(lambda: answers(f"{base}/ready"), 120, process)
         version = json.loads((tmp_path / "model" / CARD_FILE).read_text())["version"]
         assert httpx.get(f"{base}/ready").json()["model_version"] == version
     finally:

@@ -31,7 +31,7 @@ from logs_pipeline.__main__ import make_pipeline, names, replay, setup
 from logs_pipeline.pipeline import Pipeline
 from logs_pipeline.templates import index_templates
 from tests.search_server import SearchProxy
-from tests.servers import RedisServer
+from tests.servers import RedisServer, wait_until
 
 CASES = dataset.held_out_cases()
 
@@ -245,13 +245,18 @@ def test_a_document_the_mapping_refuses_is_dead_lettered_and_acknowledged(
     assert pending(redis_server, settings) == 0
 
 
-def start_run(settings: Settings, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def settings_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
+    """The environment that gives a child process these settings (plus `extra`)."""
     env = {**os.environ}
     for name in Settings.model_fields:
         value = _env_value(getattr(settings, name))
         if value is not None:
             env[name.upper()] = value
-    env.update(extra or {})
+    return env | extra
+
+
+def start_run(settings: Settings, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = settings_env(settings, extra or {})
     return subprocess.Popen(
         [sys.executable, "-m", "logs_pipeline", "run"],
         env=env,
@@ -261,14 +266,6 @@ def start_run(settings: Settings, extra: dict[str, str] | None = None) -> subpro
     )
 
 
-def wait_for(condition: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
-
-
 def test_a_pipeline_killed_mid_batch_loses_and_doubles_nothing(
     settings: Settings, predictor: Predictor, redis_server: RedisServer, proxy: SearchProxy
 ) -> None:
@@ -276,14 +273,14 @@ def test_a_pipeline_killed_mid_batch_loses_and_doubles_nothing(
     expected = produce(settings, predictor, rounds=4)
     proxy.fail(1000, 503, after=1)  # one batch goes through, then the cluster fails
     first = start_run(settings)
-    wait_for(lambda: proxy.refused_bulk_requests >= 2)
+    wait_until(lambda: proxy.refused_bulk_requests >= 2)
     assert pending(redis_server, settings) > 0  # a batch read, not acknowledged
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)
     proxy.heal()
     second = start_run(settings)  # a new consumer: claims what the dead one left pending
     try:
-        wait_for(lambda: counts(settings) == expected and pending(redis_server, settings) == 0)
+        wait_until(lambda: counts(settings) == expected and pending(redis_server, settings) == 0)
     finally:
         second.send_signal(signal.SIGTERM)
         out, _ = second.communicate(timeout=30)
@@ -298,7 +295,7 @@ def test_two_consumers_share_the_stream_without_loss_or_duplicates(
     runs = [start_run(settings, {"PIPELINE_BATCH_SIZE": "3"}) for _ in range(2)]
     try:
         expected = produce(settings, predictor, rounds=6)
-        wait_for(lambda: counts(settings) == expected and pending(redis_server, settings) == 0)
+        wait_until(lambda: counts(settings) == expected and pending(redis_server, settings) == 0)
     finally:
         outputs = []
         for run in runs:
@@ -338,12 +335,7 @@ def test_the_ndjson_sink_replayed_gives_the_same_counts_as_the_direct_path(
 
 
 def run_cli(settings: Settings, command: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ}
-    for name in Settings.model_fields:
-        value = _env_value(getattr(settings, name))
-        if value is not None:
-            env[name.upper()] = value
-    env.update(extra)
+    env = settings_env(settings, extra)
     return subprocess.run(
         [sys.executable, "-m", "logs_pipeline", command],
         env=env,

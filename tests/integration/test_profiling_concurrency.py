@@ -22,7 +22,7 @@ import pytest
 
 from inferlog.ml import dataset
 from inferlog.telemetry.record import RequestRecord
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, answers, free_port, wait_until
 
 CLIENTS = 16
 REQUESTS = 400
@@ -57,16 +57,11 @@ def server(redis_server: RedisServer, model_dir: Path, tmp_path_factory) -> Iter
     }
     process = subprocess.Popen([sys.executable, "-m", "inferlog", "api"], env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
+    try:
+        wait_until(lambda: answers(f"{base}/ready"), 60, process)
+    except AssertionError:
         process.kill()
-        pytest.fail("API did not become ready")
+        raise
     yield base
     process.terminate()
     process.wait(timeout=20)

@@ -9,8 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx2 as httpx
@@ -18,24 +16,7 @@ import psutil
 import pytest
 
 from inferlog.ml import dataset
-from tests.servers import free_port, require_binary
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float, process: subprocess.Popen[str]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, "inferlog run exited early"
-        assert time.monotonic() < deadline, "not ready in time"
-        time.sleep(0.3)
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+from tests.servers import answers, free_port, require_binary, wait_until
 
 
 def indexed_ids(indices: Path) -> set[str]:

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferlog.features import FEATURE_NAMES
+from inferlog.features import FEATURE_NAMES, matrix_of
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.drift import MIN_DISTANCE, drift_report
 from inferlog.ml.predictor import Predictor
@@ -18,13 +18,9 @@ def reference(model_dir: Path) -> dict[str, Any]:
     return load_artifacts(model_dir).reference
 
 
-def matrix(cases: list[dict[str, float]]) -> np.ndarray:
-    return np.array([[c[n] for n in FEATURE_NAMES] for c in cases])
-
-
 def simulated(n: int, seed: int, drift: dict[str, float] | None = None) -> np.ndarray:
     traffic = Traffic(seed=seed, drift=drift or {})
-    return matrix([traffic.case() for _ in range(n)])
+    return matrix_of(traffic.case() for _ in range(n))
 
 
 def test_cases_sampled_from_the_training_reference_show_no_drift(
