@@ -104,7 +104,12 @@ def test_readme_figures_match_the_model_card(model_dir: Path) -> None:
     )
     assert f"precision {metrics['precision_malignant']:.2f}" in README
     assert f"threshold {card['threshold']['value']:.3f}" in README
-    assert f'"model_version": "{card["version"]}"' in README
+    # The version is the artifact's hash: the same on every run on one machine, but floating
+    # point in training can differ in the last bits between CPU kinds (model/README.md), so the
+    # README's example answer shows the shape of a version rather than this machine's.
+    shown = re.findall(r'"model_version": "([^"]*)"', README)
+    assert shown and all(re.fullmatch(r"[0-9a-f]{12}", version) for version in shown)
+    assert len(card["version"]) == 12
 
 
 def test_every_setting_is_in_env_example_and_the_readme_table() -> None:
