@@ -18,8 +18,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from inferlog.telemetry.record import SCHEMA_MAJOR, RequestRecord, schema_major
-from inferlog.telemetry.shipper import RECORD_FIELD
+from inferlog.telemetry.record import RECORD_FIELD, SCHEMA_MAJOR, RequestRecord, schema_major
 
 log = logging.getLogger(__name__)
 

@@ -77,14 +77,14 @@ def logs_mapping() -> dict[str, Any]:
             "host": {"properties": {"name": KEYWORD}},
             "http": {
                 "properties": {
-                    "request": {"properties": {"method": KEYWORD, "body": BODY}},
+                    "request": {"properties": {"id": KEYWORD, "method": KEYWORD, "body": BODY}},
                     "response": {"properties": {"status_code": LONG, "body": BODY}},
                 }
             },
             "url": {"properties": {"path": KEYWORD}},
             "client": {"properties": {"ip": {"type": "ip"}}},
             "user_agent": {"properties": {"original": KEYWORD}},
-            "event": {"properties": {"duration": LONG}},
+            "event": {"properties": {"duration": LONG, "outcome": KEYWORD}},
             "error": {"properties": {"type": KEYWORD, "message": TEXT}},
             "ml": {
                 "properties": {

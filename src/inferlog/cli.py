@@ -52,18 +52,26 @@ def train(model_dir: Path) -> int:
 def serve_api(settings: Settings) -> int:
     import uvicorn
 
-    from inferlog.api.app import create_app, load_predictor
+    from inferlog.api.app import load_predictor
 
     if port_taken(settings.api_host, settings.api_port, "API_PORT"):
         return 2
     try:
-        predictor = load_predictor(settings)
+        load_predictor(settings)  # fail here, in one line, rather than in every worker
     except ModelLoadError as exc:
         log.error("cannot start the API: %s", exc)
         return 1
-    log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
+    log.info(
+        "API on http://%s:%d (docs at /docs), %d worker process(es)",
+        settings.api_host,
+        settings.api_port,
+        settings.api_workers,
+    )
+    # Each worker process builds its own app (model, shipper, spool) from the environment.
     uvicorn.run(
-        create_app(settings, predictor),
+        "inferlog.api.app:create_app",
+        factory=True,
+        workers=settings.api_workers,
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),

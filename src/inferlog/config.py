@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     service_name: str = Field("inferlog-api", description="service.name in records and logs")
     api_host: str = Field("127.0.0.1", description="address the API binds to")
     api_port: int = Field(8000, ge=1, le=65535, description="port the API listens on")
+    api_workers: int = Field(
+        1, ge=1, le=64, description="API worker processes (each with its own spool file)"
+    )
     model_dir: Path = Field(Path("model"), description="directory of the model artifact and card")
     max_batch_size: int = Field(1000, ge=1, description="most cases in one batch request")
     max_body_bytes: int = Field(
@@ -72,12 +75,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="local data: the spool, NDJSON indices")
     shipper_batch_size: int = Field(200, ge=1, description="records per Redis pipeline")
     shipper_queue_size: int = Field(
-        10_000, ge=1, description="records held in memory while Redis is unreachable"
+        10_000, ge=1, description="records held in memory while the spool refuses writes"
     )
     spool_max_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1024,
-        description="size limit of the spool file; beyond it records are dropped and counted",
+        description="size limit of each API process's spool files; beyond it records wait in "
+        "memory, then are dropped and counted",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="comma-separated keys for admin endpoints"
@@ -127,8 +131,8 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def spool_path(self) -> Path:
-        return self.data_dir / "spool" / "records.ndjson"
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
 
     @property
     def indices_dir(self) -> Path:

@@ -113,7 +113,7 @@ def test_concurrent_requests_are_each_recorded_and_profiled_alone(
         for r in wait_for_records(redis_server, REQUESTS + 3 * len(kinds) + 1)
         if r["url"]["path"] != "/ready"  # the readiness polls
     ]
-    by_id = {r["transaction"]["id"]: r for r in records}
+    by_id = {r["http"]["request"]["id"]: r for r in records}  # the clients' X-Request-IDs
     assert len(by_id) == len(records) == REQUESTS + 3 * len(kinds)
     concurrent = [r for tid, r in by_id.items() if tid.startswith("c-")]
     assert len(concurrent) == REQUESTS
@@ -126,7 +126,7 @@ def test_concurrent_requests_are_each_recorded_and_profiled_alone(
     profiled = 0
     for record in concurrent:
         profile = record["ml"]["profile"]
-        kind = record["transaction"]["id"].split("-")[1]
+        kind = record["http"]["request"]["id"].split("-")[1]
         if not profile["profiled"]:
             assert profile["reason"] in ("profiler busy", "another profiler is active")
             continue

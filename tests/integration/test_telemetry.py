@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ from inferlog.api.app import create_app
 from inferlog.config import Settings
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
+from inferlog.telemetry import spool as spool_module
 from inferlog.telemetry.record import SCHEMA, RequestRecord
-from tests.servers import RedisServer
+from tests.servers import RedisServer, wait_until
 
 ADMIN_KEY = "admin-key-for-tests"
 MALIGNANT = dataset.held_out_examples()["malignant"]
@@ -38,6 +40,11 @@ def make_settings(model_dir: Path, data_dir: Path, redis_url: str, **overrides: 
 
 def stream_records(server: RedisServer, stream: str) -> list[dict[str, Any]]:
     return [json.loads(fields["record"]) for _, fields in server.client().xrange(stream)]
+
+
+def request_id(record: dict[str, Any]) -> str | None:
+    """The client's X-Request-ID kept in the record (the transaction id is the server's)."""
+    return record["http"]["request"].get("id")
 
 
 def wait_shipped(app: FastAPI, timeout: float = 20) -> None:
@@ -80,7 +87,7 @@ def test_every_request_yields_exactly_one_valid_record(
     by_id: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         RequestRecord.model_validate(record)
-        by_id.setdefault(record["transaction"]["id"], []).append(record)
+        by_id.setdefault(request_id(record) or "", []).append(record)
     assert {tid: len(found) for tid, found in by_id.items()} == dict.fromkeys(statuses, 1)
     for tid, status in statuses.items():
         record = by_id[tid][0]
@@ -163,15 +170,17 @@ def test_telemetry_off_ships_nothing(
     assert redis_server.client().xlen(settings.redis_stream) == 0
 
 
+def spool_lines(settings: Settings) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in settings.spool_dir.glob("records-*.ndjson"))
+
+
 def test_redis_down_spools_then_every_record_arrives_in_order_once(
     model_dir: Path, tmp_path: Path, predictor: Predictor
 ) -> None:
     server = RedisServer(tmp_path / "redis-outage", persistent=True)
     (tmp_path / "redis-outage").mkdir()
     server.start()
-    settings = make_settings(
-        model_dir, tmp_path / "data", server.url, shipper_queue_size=5, shipper_batch_size=7
-    )
+    settings = make_settings(model_dir, tmp_path / "data", server.url, shipper_batch_size=7)
     app = create_app(settings, predictor)
     sent: list[str] = []
 
@@ -187,19 +196,25 @@ def test_redis_down_spools_then_every_record_arrives_in_order_once(
             predict(10, "before")
             wait_shipped(app)
             server.stop()
-            predict(40, "during")
-            deadline = time.monotonic() + 10
-            while app.state.shipper.counters().spooled < 35 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            predict(1, "noticed")
+            wait_until(lambda: not app.state.shipper.counters().redis_available, 10)
+            predict(39, "during")
             counters = app.state.shipper.counters()
-            assert counters.spooled >= 35  # memory holds 5, the rest overflowed to the spool
-            assert counters.dropped == 0
+            assert counters.spooled == 39  # written while Redis was known to be unreachable
+            assert counters.spool_pending == counters.backlog == 40
+            assert counters.in_memory == counters.dropped == 0
+            assert spool_lines(settings) == 50  # the 10 shipped ones wait for the segment's end
+            ready = client.get("/ready").json()
+            assert ready["status"] == "degraded"
+            assert ready["telemetry"]["problem"].startswith("Redis unreachable")
             server.start()
             predict(10, "after")
             wait_shipped(app)
             assert app.state.shipper.counters().spool_pending == 0
-        ids = [r["transaction"]["id"] for r in stream_records(server, settings.redis_stream)]
-        assert ids == sent
+            assert client.get("/ready").json()["status"] == "ready"
+        records = stream_records(server, settings.redis_stream)
+        assert [request_id(r) for r in records if request_id(r)] == sent
+        assert len(records) == len(sent) + 2  # and the two /ready calls
     finally:
         server.stop()
 
@@ -209,25 +224,26 @@ def test_an_api_restart_while_spooled_loses_nothing(
 ) -> None:
     server = RedisServer(tmp_path / "redis-restart", persistent=True)
     (tmp_path / "redis-restart").mkdir()
-    settings = make_settings(model_dir, tmp_path / "data", server.url, shipper_queue_size=3)
+    settings = make_settings(model_dir, tmp_path / "data", server.url)
     sent = []
-    # Redis never started: everything stays in memory or the spool.
+    # Redis never started: everything stays in the spool.
     with TestClient(create_app(settings, predictor)) as client:
         for i in range(12):
             tid = f"spooled-{i:02d}"
             assert client.post("/predict", json=BENIGN, headers={"X-Request-ID": tid}).is_success
             sent.append(tid)
-    # Shut down: memory went to the spool. A new API process drains it once Redis is up.
-    assert settings.spool_path.read_text().count("\n") == 12
+    # Shut down: the spool stays. The next API process takes it over once Redis is up.
+    assert spool_lines(settings) == 12
     server.start()
     try:
         app = create_app(settings, predictor)
         with TestClient(app) as client:
             client.get("/health", headers={"X-Request-ID": "after-restart"})
             wait_shipped(app)
-        ids = [r["transaction"]["id"] for r in stream_records(server, settings.redis_stream)]
+            assert app.state.shipper.counters().taken_over == 12
+        ids = [request_id(r) for r in stream_records(server, settings.redis_stream)]
         assert ids == [*sent, "after-restart"]
-        assert settings.spool_path.read_text() == ""
+        assert spool_lines(settings) == 0
     finally:
         server.stop()
 
@@ -267,19 +283,21 @@ def test_delete_logs_never_removes_an_unacknowledged_entry(
 
 def test_logs_filters_and_lookup(live: tuple[TestClient, FastAPI]) -> None:
     client, app = live
-    client.post("/predict", json=MALIGNANT, headers={"X-Request-ID": "find-me"})
+    found = client.post("/predict", json=MALIGNANT, headers={"X-Request-ID": "find-me"})
     client.post("/predict", json={"radius_mean": -1}, headers={"X-Request-ID": "bad-one"})
     client.get("/health", headers={"X-Request-ID": "health-1"})
     wait_shipped(app)
     newest_first = client.get("/logs").json()["records"]
-    assert [r["transaction"]["id"] for r in newest_first] == ["health-1", "bad-one", "find-me"]
-    assert [r["transaction"]["id"] for r in client.get("/logs?status=4xx").json()["records"]] == [
-        "bad-one"
-    ]
+    assert [request_id(r) for r in newest_first] == ["health-1", "bad-one", "find-me"]
+    assert [request_id(r) for r in client.get("/logs?status=4xx").json()["records"]] == ["bad-one"]
     by_path = client.get("/logs", params={"path": "/predict", "status": "200"}).json()
-    assert [r["transaction"]["id"] for r in by_path["records"]] == ["find-me"]
+    assert [request_id(r) for r in by_path["records"]] == ["find-me"]
+    by_request_id = client.get("/logs", params={"request_id": "find-me"}).json()["records"]
+    assert [r["transaction"]["id"] for r in by_request_id] == [found.json()["transaction_id"]]
     assert client.get("/logs?limit=1").json()["count"] == 1
-    assert client.get("/logs/find-me").json()["ml"]["prediction"]["label"] == "malignant"
+    tid = found.headers["x-transaction-id"]
+    assert client.get(f"/logs/{tid}").json()["ml"]["prediction"]["label"] == "malignant"
+    assert client.get("/logs/find-me").status_code == 404  # a client's id is not a transaction id
     assert client.get("/logs/never-seen").status_code == 404
     assert client.get("/logs?status=99").status_code == 422
 
@@ -347,3 +365,128 @@ def test_drift_finds_exactly_the_shifted_feature_in_the_live_window(
     assert feature["current_mean"] > feature["reference_mean"]
     future = client.get("/drift", params={"since": "2100-01-01T00:00:00"}).json()
     assert future["cases"] == 0 and future["enough_data"] is False
+
+
+def test_two_requests_with_one_client_request_id_are_two_records(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer
+) -> None:
+    client, app = live
+    answers = [
+        client.post("/predict", json=MALIGNANT, headers={"X-Request-ID": "reused"})
+        for _ in range(2)
+    ]
+    wait_shipped(app)
+    records = stream_records(redis_server, app.state.settings.redis_stream)
+    assert [request_id(r) for r in records] == ["reused", "reused"]
+    assert [r["transaction"]["id"] for r in records] == [
+        a.json()["transaction_id"] for a in answers
+    ]
+    assert records[0]["transaction"]["id"] != records[1]["transaction"]["id"]
+    found = client.get("/logs", params={"request_id": "reused"}).json()
+    assert found["count"] == 2
+
+
+def test_a_failing_shipper_pass_is_logged_reported_and_retried_without_loss(
+    live: tuple[TestClient, FastAPI],
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, app = live
+    shipper = app.state.shipper
+    real_xadd = shipper._xadd
+    failures = {"left": 3}
+
+    async def broken_then_fixed(records: list[str], offset: Any) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("injected fault")
+        await real_xadd(records, offset)
+
+    monkeypatch.setattr(shipper, "_xadd", broken_then_fixed)
+    sent = []
+    for i in range(5):
+        client.post("/predict", json=BENIGN, headers={"X-Request-ID": f"fault-{i}"})
+        sent.append(f"fault-{i}")
+    wait_until(lambda: shipper.counters().problem is not None, 10)
+    problem = shipper.counters().problem
+    assert problem == "shipper pass failed: RuntimeError: injected fault"
+    ready = client.get("/ready").json()
+    stats = client.get("/logs/stats").json()
+    assert (ready["status"], ready["telemetry"]["problem"]) == ("degraded", problem)
+    assert stats["shipper"]["healthy"] is False
+    wait_shipped(app)
+    assert shipper.counters().healthy
+    assert "injected fault" in caplog.text and "Traceback" in caplog.text  # cause and stack
+    records = stream_records(redis_server, app.state.settings.redis_stream)
+    assert [request_id(r) for r in records if request_id(r)] == sent
+
+
+def test_a_full_disk_keeps_records_in_memory_until_they_are_shipped(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, app = live
+    shipper = app.state.shipper
+
+    def disk_full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "write", disk_full)
+    for i in range(5):
+        response = client.post("/predict", json=BENIGN, headers={"X-Request-ID": f"full-{i}"})
+        assert response.status_code == 200  # the answer never depends on the disk
+    counters = shipper.counters()
+    assert counters.problem is not None and "No space left" in counters.problem
+    assert client.get("/ready").json()["status"] == "degraded"
+    wait_shipped(app)  # from memory: nothing was lost
+    monkeypatch.undo()
+    client.post("/predict", json=BENIGN, headers={"X-Request-ID": "disk-back"})
+    wait_shipped(app)
+    assert shipper.counters().healthy and shipper.counters().dropped == 0
+    records = stream_records(redis_server, app.state.settings.redis_stream)
+    ids = [request_id(r) for r in records if request_id(r)]
+    assert ids == [*(f"full-{i}" for i in range(5)), "disk-back"]
+
+
+def test_beyond_spool_and_memory_records_are_dropped_counted_and_logged(
+    settings: Settings,
+    predictor: Predictor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Redis on a closed port and a full disk: only memory is left, and it holds 3 records.
+    update = {"shipper_queue_size": 3, "data_dir": tmp_path}
+    app = create_app(settings.model_copy(update=update), predictor)
+
+    def disk_full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "write", disk_full)
+    with TestClient(app) as client:
+        for _ in range(5):
+            assert client.post("/predict", json=BENIGN).status_code == 200
+        counters = app.state.shipper.counters()
+        metrics = client.get("/metrics").text
+    assert (counters.in_memory, counters.dropped) == (3, 2)
+    assert "inferlog_shipper_dropped_total 2.0" in metrics
+    assert "spool and memory full: a record was dropped (1 so far)" in caplog.text
+
+
+def test_a_corrupt_line_in_a_spool_left_behind_is_set_aside_and_the_rest_shipped(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    settings = make_settings(model_dir, tmp_path, redis_server.url)
+    settings.spool_dir.mkdir(parents=True)
+    good = '{"@timestamp": "2026-11-25T10:00:00Z", "left": "behind"}'
+    (settings.spool_dir / "records-gone-1-abc.ndjson").write_bytes(
+        good.encode() + b"\n\xff\xfe not a record\n" + good.encode() + b"\n"
+    )
+    app = create_app(settings, predictor)
+    with TestClient(app):
+        wait_shipped(app)
+        counters = app.state.shipper.counters()
+    assert (counters.taken_over, counters.corrupt, counters.shipped) == (3, 1, 2)
+    assert (settings.spool_dir / "corrupt.ndjson").read_bytes() == b"\xff\xfe not a record\n"
+    entries = redis_server.client().xrange(settings.redis_stream)
+    assert [fields["record"] for _, fields in entries] == [good, good]

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
-from inferlog.telemetry.drafts import Draft, InferenceDraft, build_record
+from inferlog.telemetry.drafts import Draft, InferenceDraft, record_json
 from inferlog.telemetry.profiler import InferenceProfiler
 from inferlog.telemetry.record import RequestRecord
 from logs_pipeline.collector import Entry, UnusableEntryError, parse
@@ -43,7 +43,7 @@ def record(
         if status < 400
         else None,
     )
-    return build_record(draft, "api", "0.1.0", "host", 10)
+    return RequestRecord.model_validate_json(record_json(draft, "api", "0.1.0", "host", 10))
 
 
 def test_default_rules_take_successful_prediction_posts_only(predictor: Predictor) -> None:

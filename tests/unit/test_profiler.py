@@ -22,7 +22,7 @@ def other_work() -> int:
 
 
 def capture_of(profile: cProfile.Profile, root: object) -> Capture:
-    return Capture(profile, code_of(root), None, 1.0, 1.0, 100 * 2**20, 0)  # type: ignore[arg-type]
+    return Capture(profile, code_of(root), None, 1.0, 1.0, 100 * 2**20, 0, subcalls=True)  # type: ignore[arg-type]
 
 
 def test_only_the_call_tree_under_the_root_is_kept() -> None:

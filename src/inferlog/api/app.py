@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import sklearn
 from fastapi import FastAPI
 
 from inferlog import __version__
@@ -16,7 +17,7 @@ from inferlog.api.routes import drift, examples, logs, meta, predict
 from inferlog.config import Settings, get_settings
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
-from inferlog.telemetry.drafts import Draft, build_record
+from inferlog.telemetry.drafts import Draft, record_json
 from inferlog.telemetry.live_log import LiveLog, connect
 from inferlog.telemetry.metrics import Metrics
 from inferlog.telemetry.middleware import TelemetryMiddleware
@@ -44,27 +45,32 @@ def load_predictor(settings: Settings) -> Predictor:
 
 
 def make_shipper(settings: Settings) -> Shipper:
-    host = socket.gethostname()
-
-    def build(draft: Draft, with_profile_stats: bool) -> str:
-        record = build_record(
-            draft,
-            settings.service_name,
-            __version__,
-            host,
-            settings.profiling_top_n,
-            with_profile_stats,
-        )
-        return record.to_json()
-
     return Shipper(
         stream=settings.redis_stream,
-        spool=Spool(settings.spool_path, settings.spool_max_bytes),
-        build=build,
+        spool=Spool(settings.spool_dir, settings.spool_max_bytes),
         batch_size=settings.shipper_batch_size,
-        queue_size=settings.shipper_queue_size,
+        memory_size=settings.shipper_queue_size,
         stream_max_len=settings.stream_max_len,
     )
+
+
+def make_recorder(settings: Settings, shipper: Shipper) -> Callable[[Draft], None]:
+    """Builds each request's record and hands it to the shipper; a failure costs the record
+    (counted as `failed`, logged with its cause), never the response."""
+    host = socket.gethostname()
+
+    def record(draft: Draft) -> None:
+        try:
+            line = record_json(
+                draft, settings.service_name, __version__, host, settings.profiling_top_n
+            )
+        except Exception:
+            shipper.count_failed()
+            log.exception("could not build the record of transaction %s", draft.transaction_id)
+            return
+        shipper.submit(line)
+
+    return record
 
 
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
@@ -75,6 +81,9 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Inputs reach the model validated (typed, finite, complete): skip scikit-learn's own
+        # repeated checks on this thread, which runs every inference (its config is per thread).
+        sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
         if app.state.predictor is None:
             app.state.predictor = load_predictor(settings)
         model = app.state.predictor
@@ -119,7 +128,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         TelemetryMiddleware,
-        submit=shipper.submit if shipper else None,
+        record=make_recorder(settings, shipper) if shipper else None,
         metrics=metrics,
     )
     return app

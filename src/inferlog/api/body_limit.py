@@ -10,13 +10,19 @@ from inferlog.api.errors import BodyTooLargeError, error_response
 class BodyLimitMiddleware:
     """Checks Content-Length up front and counts streamed bytes for chunked bodies.
 
-    The streamed case raises `BodyTooLargeError` from `receive`, inside the route, where the app's
-    exception handler turns it into the same 413 answer.
+    A streamed body that passes the limit raises `BodyTooLargeError` from `receive`, inside
+    the route. Whatever the route or the framework makes of that exception (FastAPI turns any
+    error while reading a body into a 400), the answer the client gets is the 413: this
+    middleware sends it in place of the app's own response.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+
+    async def _answer_413(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = str(BodyTooLargeError(self.max_bytes))
+        await error_response(scope, 413, "body_too_large", message)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -24,19 +30,28 @@ class BodyLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                too_large = BodyTooLargeError(self.max_bytes)
-                response = error_response(scope, 413, "body_too_large", str(too_large))
-                await response(scope, receive, send)
+                await self._answer_413(scope, receive, send)
                 return
         received = 0
+        exceeded = answered = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLargeError(self.max_bytes)
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if not exceeded:
+                await send(message)
+            elif not answered and message["type"] == "http.response.start":
+                answered = True
+                await self._answer_413(scope, receive, send)
+            # The app's own answer to the exception is dropped: the client has the 413.
+
+        await self.app(scope, counting_receive, guarded_send)

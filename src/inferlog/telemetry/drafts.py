@@ -1,23 +1,33 @@
-"""What the request path hands to the shipper, and how the shipper turns it into a record.
+"""What a request leaves for its record, and how the record is built from it.
 
-The request path only collects references (the validated inputs, the predictions, the raw
-profile) into a `Draft`; building the record (profile statistics, conversion, validation,
-JSON) happens in the shipper task, after the response has gone out.
+While a request runs, the middleware and the route only collect references (the validated
+inputs, the predictions, the raw profile) into a `Draft`. When the response is complete, the
+middleware builds the record (`record_json`: profile statistics, conversion, JSON) and hands
+it to the shipper, before the last bytes of the response go out: the request pays for its own
+record, so the work cannot pile up under load (see `shipper.py`).
+
+The record is built as plain data and serialised by pydantic-core without validation:
+validating costs five times the serialisation (`bench/telemetry_costs.py`). `RequestRecord`
+stays the contract: the tests validate the records the API writes, and the logs pipeline
+validates every record it reads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
+import pydantic_core
 
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml.predictor import Prediction
 from inferlog.telemetry.profiler import Capture, summarize
-from inferlog.telemetry.record import RequestRecord
+from inferlog.telemetry.record import SCHEMA
+
+CLIENT_CLOSED_REQUEST = 499  # the client left before the answer (nginx's code; no HTTP one)
 
 
 @dataclass
@@ -37,6 +47,7 @@ class Draft:
     transaction_id: str
     method: str
     path: str
+    request_id: str | None = None
     status: int = 500
     request_bytes: int = 0
     response_bytes: int = 0
@@ -56,12 +67,22 @@ def _ip_or_none(value: str | None) -> str | None:
         return None
 
 
+def _without_none(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def _level(status: int) -> str:
     if status >= 500:
         return "ERROR"
     if status >= 400:
         return "WARNING"
     return "INFO"
+
+
+def _event_outcome(status: int) -> Literal["success", "failure", "unknown"]:
+    if status == CLIENT_CLOSED_REQUEST:
+        return "unknown"
+    return "failure" if status >= 400 else "success"
 
 
 def _outcome(p: Prediction) -> dict[str, Any]:
@@ -90,18 +111,13 @@ def _message(draft: Draft) -> str:
     return f"{head} {p.label} p={p.probability_malignant:.2f}"
 
 
-def _ml_section(
-    ml: InferenceDraft, latency_ms: float, top_n: int, with_profile_stats: bool
-) -> dict[str, Any]:
+def _ml_section(ml: InferenceDraft, latency_ms: float, top_n: int) -> dict[str, Any]:
     rows = [dict(zip(FEATURE_NAMES, row, strict=True)) for row in ml.inputs.tolist()]
-    capture = ml.capture
-    if not with_profile_stats and capture.profile is not None:
-        capture = replace(capture, profile=None, reason="statistics skipped: shipper overloaded")
     section: dict[str, Any] = {
         "model": {"name": ml.model_name, "version": ml.model_version},
         "batch_size": len(rows),
         "input": rows if ml.batch else rows[0],
-        "profile": {**summarize(capture, top_n), "latency_ms": latency_ms},
+        "profile": {**summarize(ml.capture, top_n), "latency_ms": latency_ms},
     }
     if ml.predictions is not None:
         outcomes = [_outcome(p) for p in ml.predictions]
@@ -113,36 +129,38 @@ def _ml_section(
 
 
 def build_record(
-    draft: Draft,
-    service_name: str,
-    service_version: str,
-    host_name: str,
-    top_n: int,
-    with_profile_stats: bool = True,
-) -> RequestRecord:
+    draft: Draft, service_name: str, service_version: str, host_name: str, top_n: int
+) -> dict[str, Any]:
+    """The record of one request, as plain data in the shape of `RequestRecord`."""
+    request: dict[str, Any] = {"method": draft.method, "body": {"bytes": draft.request_bytes}}
+    if draft.request_id is not None:
+        request["id"] = draft.request_id
     document: dict[str, Any] = {
         "@timestamp": draft.timestamp,
+        "schema": SCHEMA,
         "log": {"level": _level(draft.status)},
         "message": _message(draft),
         "transaction": {"id": draft.transaction_id},
         "service": {"name": service_name, "version": service_version},
         "host": {"name": host_name},
         "http": {
-            "request": {"method": draft.method, "body": {"bytes": draft.request_bytes}},
-            "response": {
-                "status_code": draft.status,
-                "body": {"bytes": draft.response_bytes},
-            },
+            "request": request,
+            "response": {"status_code": draft.status, "body": {"bytes": draft.response_bytes}},
         },
         "url": {"path": draft.path},
-        "client": {"ip": _ip_or_none(draft.client_ip)},
-        "user_agent": {"original": draft.user_agent},
-        "event": {"duration": draft.duration_ns},
+        "client": _without_none(ip=_ip_or_none(draft.client_ip)),
+        "user_agent": _without_none(original=draft.user_agent),
+        "event": {"duration": draft.duration_ns, "outcome": _event_outcome(draft.status)},
     }
     if draft.error_type:
         document["error"] = {"type": draft.error_type, "message": draft.error_message or ""}
     if draft.inference is not None:
-        document["ml"] = _ml_section(
-            draft.inference, draft.duration_ns / 1e6, top_n, with_profile_stats
-        )
-    return RequestRecord.model_validate(document)
+        document["ml"] = _ml_section(draft.inference, draft.duration_ns / 1e6, top_n)
+    return document
+
+
+def record_json(
+    draft: Draft, service_name: str, service_version: str, host_name: str, top_n: int
+) -> str:
+    document = build_record(draft, service_name, service_version, host_name, top_n)
+    return pydantic_core.to_json(document).decode()

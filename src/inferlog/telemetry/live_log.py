@@ -18,7 +18,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from inferlog.telemetry.shipper import RECORD_FIELD
+from inferlog.telemetry.record import RECORD_FIELD
 
 log = logging.getLogger(__name__)
 

@@ -27,25 +27,33 @@ class _ShipperCollector(Collector):
             return
         for name, help_text in (
             ("shipped", "records added to the Redis Stream"),
-            ("spooled", "records written to the spool file while Redis was unreachable"),
-            ("dropped", "records lost because the spool was full"),
+            ("spooled", "records written to the spool while Redis was unreachable"),
+            ("dropped", "records lost because the spool and the memory queue were full"),
             ("failed", "requests whose record could not be built"),
+            ("corrupt", "spool lines that were not records, set aside in corrupt.ndjson"),
+            ("taken_over", "records taken over from the spool of a process that is gone"),
         ):
             yield CounterMetricFamily(
                 f"inferlog_shipper_{name}", help_text, value=getattr(counters, name)
             )
-        yield GaugeMetricFamily(
-            "inferlog_shipper_queued", "records waiting in memory", value=counters.queued
-        )
-        yield GaugeMetricFamily(
-            "inferlog_shipper_spool_pending",
-            "records in the spool not yet shipped",
-            value=counters.spool_pending,
-        )
+        for name, help_text in (
+            ("backlog", "records written, not yet in the Redis Stream"),
+            ("backlog_peak", "the largest backlog since the process started"),
+            ("spool_pending", "records in the spool, not yet in the Redis Stream"),
+            ("in_memory", "records waiting in memory because the spool refused them"),
+        ):
+            yield GaugeMetricFamily(
+                f"inferlog_shipper_{name}", help_text, value=getattr(counters, name)
+            )
         yield GaugeMetricFamily(
             "inferlog_shipper_redis_available",
             "1 when the last attempt to reach Redis succeeded",
             value=int(counters.redis_available),
+        )
+        yield GaugeMetricFamily(
+            "inferlog_shipper_healthy",
+            "0 while the shipper has a problem (see /ready or /logs/stats for which)",
+            value=int(counters.healthy),
         )
 
 

@@ -1,12 +1,12 @@
-"""cProfile around the model call, plus CPU time and memory; statistics built off the request path.
+"""cProfile around the model call, plus CPU time and memory, and the statistics of a profile.
 
-On the request path, `InferenceProfiler.run` only enables a profiler, calls the model and takes
-a few clock and memory readings. Turning the raw profile into statistics (`summarize`) is the
-expensive part and runs in the shipper task, after the response has gone out.
+`InferenceProfiler.run` enables a profiler, calls the model and takes a few clock and memory
+readings. `summarize` turns the raw profile into the record's statistics when the response is
+complete; it reuses what it learnt from earlier requests (labels, call trees).
 
 Concurrency. Python 3.12+ implements cProfile with `sys.monitoring`: one active profiler per
 process, and it records the calls of every thread (as if they were made by whatever function
-the profiled thread is running). Three things keep a profile to its own request:
+the profiled thread is running). These keep a profile to its own request:
 - the API runs all its Python code on one thread, the event loop: the model call is synchronous
   and the shipper is an asyncio task, so nothing else runs while a profile is active;
 - a process-wide non-blocking lock lets one inference be profiled at a time; an inference that
@@ -15,9 +15,10 @@ the profiled thread is running). Three things keep a profile to its own request:
 - the garbage collector is paused for the (sub-millisecond) profiled call: a collection there
   would run unrelated finalizers (`__del__` of a closed connection, say) on this thread,
   inside the model's call tree;
-- `summarize` keeps only the call tree under the model call, and counts a function that was
-  also called from outside that tree only for its calls from inside it. (pstats aggregates per
-  function, so the callees of such a shared function cannot be split: hence the first point.)
+- on 3.12+, `summarize` keeps only the call tree under the model call, and counts a function
+  that was also called from outside that tree only for its calls from inside it. (pstats
+  aggregates per function, so the callees of such a shared function cannot be split: hence the
+  first point.) Before 3.12 a profiler sees only its own thread and this is not needed.
 
 CPU time is the thread CPU time of the model call (`time.thread_time`): psutil's process CPU
 counters tick every 10 ms on Linux, far coarser than a sub-millisecond inference. Memory is the
@@ -28,12 +29,15 @@ from __future__ import annotations
 
 import cProfile
 import gc
+import heapq
 import random
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from types import CodeType
 from typing import Any, TypeVar
 
@@ -42,6 +46,11 @@ import psutil
 T = TypeVar("T")
 
 _PROFILER_LOCK = threading.Lock()
+# From Python 3.12, cProfile (on sys.monitoring) records every thread's calls. Before, each
+# profiler sees only its own thread, so every entry is under the profiled call and the
+# caller -> callee entries are not needed: without them, profiling and `getstats` cost about
+# a quarter less (bench/telemetry_costs.py).
+ONE_PROFILER_SEES_ALL_THREADS = sys.version_info >= (3, 12)
 _PROCESS = psutil.Process()
 _MB = 1024 * 1024
 
@@ -57,6 +66,9 @@ class Capture:
     cpu_ms: float
     rss_bytes: int
     rss_delta_bytes: int
+    # Whether the profile has caller -> callee entries, needed to tell the call tree from
+    # other threads' calls (see ONE_PROFILER_SEES_ALL_THREADS).
+    subcalls: bool = True
 
     @property
     def profiled(self) -> bool:
@@ -98,7 +110,7 @@ class InferenceProfiler:
                 gc.disable()
                 # Python functions only: C calls (len, isinstance...) would double the overhead;
                 # their time still shows in the tottime of the Python function calling them.
-                profile = cProfile.Profile(builtins=False)
+                profile = cProfile.Profile(builtins=False, subcalls=ONE_PROFILER_SEES_ALL_THREADS)
                 try:
                     profile.enable()
                 except ValueError:  # another profiling tool holds sys.monitoring (3.12+)
@@ -124,6 +136,7 @@ class InferenceProfiler:
             cpu_ms=cpu * 1000,
             rss_bytes=rss_after,
             rss_delta_bytes=rss_after - rss_before,
+            subcalls=ONE_PROFILER_SEES_ALL_THREADS,
         )
 
 
@@ -132,6 +145,41 @@ def _short_path(path: str) -> str:
         if marker in path:
             return path.split(marker, 1)[1]
     return path
+
+
+class _Reuse:
+    """Work kept across requests: the profiled code is the same from one request to the next.
+
+    - labels: id(code) -> (code, function, short file, line). The code object is kept with its
+      label, so its id cannot be reused by another object while the entry exists.
+    - trees: id(root) -> the set of code ids last found to form exactly the root's call tree.
+      When a profile holds exactly that set again, every entry is under the root and the walk
+      of the call tree is skipped (on Python 3.11, always; on 3.12+ unless another thread ran
+      Python code meanwhile, which makes the set differ).
+    Both are bounded: a service profiles a handful of model calls, not an open set of code.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self.labels: dict[int, tuple[CodeType, str, str, int]] = {}
+        self.trees: dict[int, frozenset[int]] = {}
+
+    def label(self, code: CodeType) -> tuple[str, str, int]:
+        cached = self.labels.get(id(code))
+        if cached is None or cached[0] is not code:
+            if len(self.labels) >= self.MAX_ENTRIES:
+                self.labels.clear()
+            cached = (code, code.co_name, _short_path(code.co_filename), code.co_firstlineno)
+            self.labels[id(code)] = cached
+        return cached[1], cached[2], cached[3]
+
+
+_REUSE = _Reuse()
+_CODE = attrgetter("code")
+_CALLS = attrgetter("callcount")
+_RECURSIVE_CALLS = attrgetter("reccallcount")
+_CUMULATIVE = attrgetter("totaltime")
 
 
 def _call_tree(entries: dict[int, Any], root: int) -> set[int]:
@@ -145,35 +193,19 @@ def _call_tree(entries: dict[int, Any], root: int) -> set[int]:
     return tree
 
 
-def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
-    """The profile part of a record: call counts and the top functions by cumulative time.
+Totals = tuple[CodeType, int, int, float, float]  # code, calls, primitive calls, tottime, cumtime
 
-    Works on the profiler's raw entries (`getstats`: per function, with per-callee sub-entries)
-    rather than `pstats`, which would format a label for every function and build dictionaries
-    that are thrown away: this is about 3x cheaper, and only the top N get labels.
-    """
-    summary: dict[str, Any] = {
-        "profiled": capture.profiled,
-        "inference_ms": capture.inference_ms,
-        "cpu_ms": capture.cpu_ms,
-        "rss_mb": capture.rss_bytes / _MB,
-        "rss_delta_mb": capture.rss_delta_bytes / _MB,
-    }
-    if capture.profile is None or capture.root is None:
-        summary["reason"] = capture.reason
-        return summary
-    # Keyed by id(code): hashing a code object hashes its bytecode and constants, every time.
-    entries = {id(e.code): e for e in capture.profile.getstats() if isinstance(e.code, CodeType)}
-    root = id(capture.root)
-    if root not in entries:
-        summary.update(function_calls=0, primitive_calls=0, top_functions=[])
-        return summary
+
+def _tree_totals(entries: dict[int, Any], root: int) -> list[Totals]:
+    """Per-function totals over the root's call tree only (the slow path, see `_Reuse`)."""
     tree = _call_tree(entries, root)
-    # Functions also called from outside the tree (another thread's calls, 3.12+); usually none.
+    if len(tree) == len(entries) and len(_REUSE.trees) < _Reuse.MAX_ENTRIES:
+        _REUSE.trees[root] = frozenset(entries)
+    # Functions also called from outside the tree (another thread's calls, 3.12+).
     called_from_outside = {
         id(sub.code) for key, e in entries.items() if key not in tree for sub in e.calls or ()
     }
-    totals: list[tuple[CodeType, int, int, float, float]] = []
+    totals: list[Totals] = []
     for key in tree:
         e = entries[key]
         if key != root and key in called_from_outside:
@@ -191,20 +223,59 @@ def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
             totals.append(
                 (e.code, e.callcount, e.callcount - e.reccallcount, e.inlinetime, e.totaltime)
             )
-    totals.sort(key=lambda t: t[4], reverse=True)
-    summary.update(
-        function_calls=sum(t[1] for t in totals),
-        primitive_calls=sum(t[2] for t in totals),
-        top_functions=[
+    return totals
+
+
+def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
+    """The profile part of a record: call counts and the top functions by cumulative time.
+
+    Works on the profiler's raw entries (`getstats`: per function, with per-callee sub-entries)
+    rather than `pstats`, which would format a label for every function and build dictionaries
+    that are thrown away. Only the top N get labels, cached per code object; the call-tree walk
+    is skipped when the profile holds the same functions as the last verified tree (`_Reuse`).
+    """
+    summary: dict[str, Any] = {
+        "profiled": capture.profiled,
+        "inference_ms": capture.inference_ms,
+        "cpu_ms": capture.cpu_ms,
+        "rss_mb": capture.rss_bytes / _MB,
+        "rss_delta_mb": capture.rss_delta_bytes / _MB,
+    }
+    if capture.profile is None or capture.root is None:
+        summary["reason"] = capture.reason
+        return summary
+    stats = capture.profile.getstats()
+    root = id(capture.root)
+    if not capture.subcalls or _REUSE.trees.get(root) == set(map(id, map(_CODE, stats))):
+        # Every entry is under the root (always, before 3.12); map/attrgetter keep this in C.
+        calls = sum(map(_CALLS, stats))
+        primitive = calls - sum(map(_RECURSIVE_CALLS, stats))
+        top = [
+            (e.code, e.callcount, e.totaltime, e.inlinetime)
+            for e in heapq.nlargest(top_n, stats, key=_CUMULATIVE)
+        ]
+    else:
+        # Keyed by id(code): hashing a code object hashes its bytecode and constants.
+        entries = {id(e.code): e for e in stats if isinstance(e.code, CodeType)}
+        if root not in entries:
+            summary.update(function_calls=0, primitive_calls=0, top_functions=[])
+            return summary
+        totals = _tree_totals(entries, root)
+        calls = sum(t[1] for t in totals)
+        primitive = sum(t[2] for t in totals)
+        top = [(t[0], t[1], t[4], t[3]) for t in heapq.nlargest(top_n, totals, key=itemgetter(4))]
+    top_functions = []
+    for code, nc, ct, tt in top:
+        function, file, line = _REUSE.label(code)
+        top_functions.append(
             {
-                "function": code.co_name,
-                "file": _short_path(code.co_filename),
-                "line": code.co_firstlineno,
+                "function": function,
+                "file": file,
+                "line": line,
                 "calls": nc,
                 "tottime_ms": tt * 1000,
                 "cumtime_ms": ct * 1000,
             }
-            for code, nc, _, tt, ct in totals[:top_n]
-        ],
-    )
+        )
+    summary.update(function_calls=calls, primitive_calls=primitive, top_functions=top_functions)
     return summary

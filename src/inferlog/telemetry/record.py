@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_NAME = "inferlog.request"
 SCHEMA_MAJOR = 1
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_MAJOR}"
+RECORD_FIELD = "record"  # the field of a stream entry that holds the record's JSON
 _SCHEMA_PATTERN = re.compile(rf"^{re.escape(SCHEMA_NAME)}/(\d+)(?:\.\d+)*$")
 
 
@@ -62,6 +63,7 @@ class Body(_Strict):
 
 
 class HttpRequest(_Strict):
+    id: str | None = Field(None, description="the client's own X-Request-ID, when well-formed")
     method: str
     body: Body
 
@@ -90,6 +92,9 @@ class UserAgent(_Strict):
 
 class Event(_Strict):
     duration: int = Field(ge=0, description="nanoseconds")
+    outcome: Literal["success", "failure", "unknown"] | None = Field(
+        None, description="ECS: failure for 4xx/5xx; unknown when the client left before the answer"
+    )
 
 
 class Error(_Strict):

@@ -1,23 +1,25 @@
-"""The shipper: records leave the request path at once and reach the Redis Stream in batches.
+"""The shipper: records go from the spool to the Redis Stream in batches, within ~50 ms.
 
-    request path --submit()--> inbox --shipper task--> memory queue --XADD (pipeline)--> Redis
-                                                            |   ^
-                                              overflow (oldest)  | drained first, in order
-                                                            v   |
-                                                         spool file
+    request path --submit()--> spool file (this process's) --shipper task--> XADD (MULTI/EXEC)
+                        \\--> memory, only while the spool refuses writes (disk full, limit)
 
-- `submit` never blocks and never touches the network.
-- The shipper is an asyncio task on the API's event loop, not a thread: then no other thread ever
-  runs Python code while an inference is profiled, which is what keeps a profile to its own
-  request on Python 3.12+ (one process-wide profiler that records every thread). It builds
-  records (profile statistics, JSON) one at a time, yielding to requests between them, and ships
-  them in MULTI/EXEC pipelines, so a batch is added whole or not at all.
-- While Redis is unreachable, records wait in memory up to `SHIPPER_QUEUE_SIZE`; beyond that the
-  oldest move to the spool file. The spool always holds the older records, so draining the spool
-  first, then memory, keeps the original order. Retries back off exponentially up to 5 s.
-- A clean stop ships what it can and spools the rest; the next start drains the spool first.
-- Counters: shipped, queued (in memory now), spooled (ever written to the spool), dropped (only
-  when the spool is full; logged), and failed (drafts that could not be turned into a record).
+- `submit` runs on the request path, after the record is built and before the response goes
+  out: one `write(2)`, no network. The cost of a record is paid by its own request, so under
+  any load the work cannot pile up behind the responses; the backlog is only what waits for
+  the next batch (reported as `backlog` and `backlog_peak`).
+- The shipper is an asyncio task on the API's event loop, not a thread: no other thread runs
+  Python code while an inference is profiled, which keeps a profile to its own request on
+  Python 3.12+ (one process-wide profiler that records every thread). Every
+  `flush_interval`, or as soon as a batch is full, it reads the spool from its committed
+  offset and sends the records in MULTI/EXEC pipelines together with the new offset, so a
+  batch and its offset are added whole or not at all.
+- While Redis is unreachable, records stay in the spool (fsynced once per pass) and retries
+  back off up to 5 s. If the spool refuses a record (disk full, `SPOOL_MAX_BYTES`), it waits
+  in memory, up to `SHIPPER_QUEUE_SIZE`; beyond that it is dropped: counted and logged.
+- A pass that fails for any other reason (a bug, a corrupt spool) is logged with its cause and
+  retried; meanwhile `health()` says what is wrong (shown by `/ready` and `/logs/stats`).
+- Spool segments left by a process that is gone are taken over at start and every
+  `takeover_interval` seconds (see `spool.py`).
 """
 
 from __future__ import annotations
@@ -26,33 +28,38 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis
 import redis.asyncio
 
-from inferlog.telemetry.drafts import Draft
-from inferlog.telemetry.spool import Spool
+from inferlog.telemetry.record import RECORD_FIELD
+from inferlog.telemetry.spool import Segment, Spool, SpoolFullError
 
 log = logging.getLogger(__name__)
 
-RECORD_FIELD = "record"
 MAX_BACKOFF_SECONDS = 5.0
 FIRST_BACKOFF_SECONDS = 0.1
+OFFSET_TTL_SECONDS = 7 * 24 * 3600
 
 
 @dataclass
 class ShipperCounters:
     shipped: int = 0
-    queued: int = 0
+    backlog: int = 0
+    backlog_peak: int = 0
     spooled: int = 0
     spool_pending: int = 0
+    in_memory: int = 0
     dropped: int = 0
     failed: int = 0
-    redis_available: bool = False
+    corrupt: int = 0
+    taken_over: int = 0
+    redis_available: bool = True
+    healthy: bool = True
+    problem: str | None = None
 
 
 class Shipper:
@@ -60,41 +67,70 @@ class Shipper:
         self,
         stream: str,
         spool: Spool,
-        build: Callable[[Draft, bool], str],
         batch_size: int = 200,
-        queue_size: int = 10_000,
+        memory_size: int = 10_000,
         stream_max_len: int = 1_000_000,
         flush_interval: float = 0.05,
+        takeover_interval: float = 10.0,
     ) -> None:
         self._stream = stream
         self._spool = spool
-        self._build = build
         self._batch_size = batch_size
-        self._queue_size = queue_size
+        self._memory_size = memory_size
         self._max_len = stream_max_len
         self._flush_interval = flush_interval
-        self._inbox: deque[Draft] = deque()
+        self._takeover_interval = takeover_interval
         self._memory: deque[str] = deque()
         self._client: redis.asyncio.Redis | None = None
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._stopping = False
-        self._next_attempt = 0.0
         self._backoff = FIRST_BACKOFF_SECONDS
-        self._shipped = 0
-        self._spooled = 0
-        self._dropped = 0
-        self._failed = 0
-        self._available = False
+        self._resync = True  # ask Redis for the committed offsets before the next send
+        self._unsynced = False  # spool writes not fsynced yet (only matters while Redis is down)
+        self._counts = ShipperCounters()
+        self._spool_problem: str | None = None
+        self._pass_problem: str | None = None
         self._idle = threading.Event()  # waited on from other threads (tests, benchmarks)
 
     # -- request path (event loop) ------------------------------------------------------------
 
-    def submit(self, draft: Draft) -> None:
-        self._inbox.append(draft)
+    def submit(self, line: str) -> None:
+        """Keep one record until it is in Redis: in the spool, else in memory, else count it."""
+        counts = self._counts
+        try:
+            self._spool.append(line.encode() + b"\n")
+            if self._spool_problem is not None:
+                log.info("spool writable again")
+                self._spool_problem = None
+            if not counts.redis_available:
+                counts.spooled += 1
+                self._unsynced = True
+        except (OSError, SpoolFullError) as exc:
+            self._spool_refused(line, exc)
+        backlog = self._spool.pending + len(self._memory)
+        counts.backlog_peak = max(counts.backlog_peak, backlog)
         self._idle.clear()
-        if self._wakeup is not None:
+        if backlog >= self._batch_size and self._wakeup is not None:
             self._wakeup.set()
+
+    def _spool_refused(self, line: str, exc: Exception) -> None:
+        problem = f"spool not writable: {exc}"
+        if problem != self._spool_problem:
+            log.error("%s: records wait in memory (up to %d)", problem, self._memory_size)
+            self._spool_problem = problem
+        if len(self._memory) < self._memory_size:
+            self._memory.append(line)
+            return
+        self._counts.dropped += 1
+        if self._counts.dropped == 1 or self._counts.dropped % 1000 == 0:
+            log.error(
+                "spool and memory full: a record was dropped (%d so far)", self._counts.dropped
+            )
+
+    def count_failed(self) -> None:
+        """A request whose record could not be built (the builder logs why)."""
+        self._counts.failed += 1
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -106,7 +142,7 @@ class Shipper:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="inferlog-shipper")
 
     async def stop(self) -> None:
-        """Ship what can be shipped, spool the rest."""
+        """Ship what can be shipped; the spool keeps the rest for the next process."""
         self._stopping = True
         if self._wakeup is not None:
             self._wakeup.set()
@@ -119,108 +155,158 @@ class Shipper:
         return self._idle.wait(timeout)
 
     def counters(self) -> ShipperCounters:
-        return ShipperCounters(
-            shipped=self._shipped,
-            queued=len(self._memory) + len(self._inbox),
-            spooled=self._spooled,
-            spool_pending=self._spool.pending,
-            dropped=self._dropped,
-            failed=self._failed,
-            redis_available=self._available,
-        )
+        c = self._counts
+        c.spool_pending = self._spool.pending
+        c.in_memory = len(self._memory)
+        c.backlog = c.spool_pending + c.in_memory
+        c.problem = self._pass_problem or self._spool_problem
+        if c.problem is None and not c.redis_available:
+            c.problem = "Redis unreachable: records wait in the spool"
+        c.healthy = c.problem is None
+        return ShipperCounters(**vars(c))
 
     # -- the task -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        """Build each record as soon as its response is out (the loop is often idle then, while
-        the client reads the answer); ship in batches, every `flush_interval` at the latest."""
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
-        next_flush = loop.time() + self._flush_interval
+        next_takeover = loop.time()
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), max(0.0, next_flush - loop.time()))
-            self._wakeup.clear()
-            await self._build_drafts()
-            if len(self._memory) >= self._batch_size or loop.time() >= next_flush:
-                self._overflow_to_spool()
-                await self._ship()
-                next_flush = loop.time() + self._flush_interval
-            if not (self._inbox or self._memory or self._spool.pending):
+            if loop.time() >= next_takeover:
+                next_takeover = loop.time() + self._takeover_interval
+                await self._guarded(self._take_over)
+            ok = await self._guarded(self._ship)
+            if ok and not (self._spool.pending or self._memory):
                 self._idle.set()
-        await self._build_drafts()
-        self._next_attempt = 0.0
-        await self._ship()
-        self._spill(len(self._memory))
+            delay = self._flush_interval if ok else self._backoff
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            self._wakeup.clear()
+        await self._guarded(self._ship)
+        self._spool.close()
 
-    async def _build_drafts(self) -> None:
-        while self._inbox:
-            # Under overload, skip the costly profile statistics rather than fall behind.
-            with_profile = len(self._inbox) < self._queue_size
-            draft = self._inbox.popleft()
+    async def _guarded(self, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run one step of a pass; any failure is logged with its cause and retried later."""
+        try:
+            await step()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._redis_failed(exc)
+            return False
+        except Exception as exc:
+            problem = f"shipper pass failed: {type(exc).__name__}: {exc}"
+            if problem != self._pass_problem:
+                log.exception("%s; retrying", problem)
+            self._pass_problem = problem
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
+            self._resync = True
+            return False
+        if self._pass_problem is not None:
+            log.info("shipper pass succeeds again")
+            self._pass_problem = None
+        return True
+
+    def _redis_failed(self, exc: Exception) -> None:
+        counts = self._counts
+        if counts.redis_available:
+            log.warning("Redis unreachable (%s): records wait in the spool", exc)
+        counts.redis_available = False
+        self._resync = True
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
+        if self._unsynced:
+            self._unsynced = False
             try:
-                self._memory.append(self._build(draft, with_profile))
-            except Exception:
-                self._failed += 1
-                log.exception("could not build the record of transaction %s", draft.transaction_id)
-            await asyncio.sleep(0)  # let waiting requests go first
+                self._spool.fsync()
+            except OSError as fsync_error:
+                log.error("spool fsync failed: %s", fsync_error)
 
-    def _overflow_to_spool(self) -> None:
-        excess = len(self._memory) - self._queue_size
-        if excess > 0:
-            self._spill(excess)
+    async def _take_over(self) -> None:
+        for segment in self._spool.take_over_orphans():
+            self._counts.taken_over += segment.pending
+            if segment.pending:
+                self._idle.clear()
+        self._resync = True
 
-    def _spill(self, count: int) -> None:
-        lines = [self._memory.popleft() for _ in range(count)]
-        if not lines:
-            return
-        written = self._spool.append(lines)
-        self._spooled += written
-        if written < len(lines):
-            lost = len(lines) - written
-            self._dropped += lost
-            log.error(
-                "spool %s is full (%d bytes): %d records dropped (%d in total)",
-                self._spool.path,
-                self._spool.max_bytes,
-                lost,
-                self._dropped,
-            )
-
-    async def _xadd(self, lines: list[str]) -> None:
-        assert self._client is not None
-        async with self._client.pipeline(transaction=True) as pipe:
-            for line in lines:
-                pipe.xadd(
-                    self._stream, {RECORD_FIELD: line}, maxlen=self._max_len, approximate=True
-                )
-            await pipe.execute()
+    def _offset_key(self, segment: Segment) -> str:
+        return f"{self._stream}:spool:{segment.name}"
 
     async def _ship(self) -> None:
-        if not (self._memory or self._spool.pending) or time.monotonic() < self._next_attempt:
-            return
-        try:
-            while self._spool.pending:
-                lines, offset = self._spool.read(self._batch_size)
-                if not lines:
+        assert self._client is not None
+        if self._resync:
+            await self._sync_offsets()
+        for segment in list(self._spool.segments):
+            while segment.pending:
+                lines, end = segment.read(self._batch_size)
+                if not lines:  # cannot happen with whole-line appends; never loop on it
+                    log.error(
+                        "spool %s: %d records counted, none readable", segment.path, segment.pending
+                    )
+                    segment.pending = 0
                     break
-                await self._xadd(lines)
-                self._spool.commit(offset, len(lines))
-                self._shipped += len(lines)
-            while self._memory:
-                lines = [self._memory[i] for i in range(min(self._batch_size, len(self._memory)))]
-                await self._xadd(lines)
-                for _ in lines:
-                    self._memory.popleft()
-                self._shipped += len(lines)
-        except (redis.RedisError, OSError) as exc:
-            if self._available or self._backoff == FIRST_BACKOFF_SECONDS:
-                log.warning("Redis unreachable (%s): records wait in memory, then the spool", exc)
-            self._available = False
-            self._next_attempt = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
-            return
-        if not self._available:
-            log.info("Redis reachable: shipping records")
-        self._available = True
+                records = self._records_of(lines, segment)
+                await self._xadd(records, (self._offset_key(segment), end))
+                segment.commit(end, len(lines))
+                self._shipped(len(records))
+            if self._spool.release(segment):
+                await self._client.delete(self._offset_key(segment))
+        while self._memory:
+            batch = [self._memory[i] for i in range(min(self._batch_size, len(self._memory)))]
+            await self._xadd(batch, None)
+            for _ in batch:
+                self._memory.popleft()
+            self._shipped(len(batch))
+
+    async def _sync_offsets(self) -> None:
+        """After a failure (or a take-over), trust Redis for what was added already: a
+        transaction whose answer was lost may have been applied."""
+        assert self._client is not None
+        segments = list(self._spool.segments)
+        if segments:
+            committed = await self._client.mget([self._offset_key(s) for s in segments])
+            for segment, offset in zip(segments, committed, strict=True):
+                if offset is not None:
+                    before = segment.pending
+                    segment.skip_to(int(offset))
+                    self._counts.shipped += before - segment.pending
+        self._resync = False
+
+    def _records_of(self, lines: list[bytes], segment: Segment) -> list[str]:
+        """Decoded lines; a line that is not a JSON object (a damaged file) is set aside."""
+        records = []
+        for line in lines:
+            try:
+                text = line.decode()
+            except UnicodeDecodeError:
+                text = ""
+            if text.startswith("{") and text.endswith("}"):
+                records.append(text)
+                continue
+            self._counts.corrupt += 1
+            quarantine = self._spool.directory / "corrupt.ndjson"
+            with quarantine.open("ab") as f:
+                f.write(line + b"\n")
+            log.error(
+                "spool %s: a line that is not a record was moved to %s (%d bytes)",
+                segment.path,
+                quarantine,
+                len(line),
+            )
+        return records
+
+    async def _xadd(self, records: list[str], offset: tuple[str, int] | None) -> None:
+        assert self._client is not None
+        async with self._client.pipeline(transaction=True) as pipe:
+            for record in records:
+                pipe.xadd(
+                    self._stream, {RECORD_FIELD: record}, maxlen=self._max_len, approximate=True
+                )
+            if offset is not None:
+                pipe.set(offset[0], offset[1], ex=OFFSET_TTL_SECONDS)
+            await pipe.execute()
+
+    def _shipped(self, count: int) -> None:
+        counts = self._counts
+        counts.shipped += count
+        if not counts.redis_available:
+            log.info("Redis reachable again: shipping the records that waited")
+            counts.redis_available = True
         self._backoff = FIRST_BACKOFF_SECONDS

@@ -35,9 +35,15 @@ def redis_errors() -> Iterator[None]:
 
 
 def _matches(
-    record: dict[str, Any], status: str | None, path: str | None, transaction_id: str | None
+    record: dict[str, Any],
+    status: str | None,
+    path: str | None,
+    transaction_id: str | None,
+    request_id: str | None,
 ) -> bool:
     if transaction_id is not None and record["transaction"]["id"] != transaction_id:
+        return False
+    if request_id is not None and record["http"]["request"].get("id") != request_id:
         return False
     if path is not None and record["url"]["path"] != path:
         return False
@@ -54,12 +60,15 @@ async def recent_logs(
     ] = None,
     path: Annotated[str | None, Query(description="exact URL path, e.g. /predict")] = None,
     transaction_id: str | None = None,
+    request_id: Annotated[
+        str | None, Query(description="the client's own X-Request-ID (http.request.id)")
+    ] = None,
 ) -> dict[str, Any]:
     since = as_utc(since)
     live = _live_log(request)
     with redis_errors():
         records = await live.recent(
-            limit, since, keep=lambda r: _matches(r, status, path, transaction_id)
+            limit, since, keep=lambda r: _matches(r, status, path, transaction_id, request_id)
         )
     return {"count": len(records), "window_seconds": live.window_seconds, "records": records}
 

@@ -43,14 +43,25 @@ async def health() -> dict[str, str]:
 
 @router.get(
     "/ready",
-    summary="Readiness: the model is loaded",
+    summary="Readiness: the model is loaded; `degraded` when telemetry has a problem",
     responses={503: {"description": "not ready"}},
 )
 async def ready(request: Request) -> JSONResponse:
+    """200 once the model is loaded. Predictions do not depend on telemetry, so a telemetry
+    problem (Redis unreachable, spool not writable, a failing shipper) answers 200 with
+    `status: degraded` and the problem: a load balancer keeps sending traffic, a person or a
+    monitor sees what is wrong."""
     predictor = request.app.state.predictor
     if predictor is None:
         return JSONResponse({"status": "not ready", "reason": "model not loaded"}, 503)
-    return JSONResponse({"status": "ready", "model_version": predictor.version})
+    body: dict[str, Any] = {"status": "ready", "model_version": predictor.version}
+    shipper = request.app.state.shipper
+    if shipper is not None:
+        problem = shipper.counters().problem
+        body["telemetry"] = {"healthy": problem is None, "problem": problem}
+        if problem is not None:
+            body["status"] = "degraded"
+    return JSONResponse(body)
 
 
 @router.get("/model-info", summary="The model card and the feature schema")
