@@ -4,8 +4,14 @@ Starts, in order: Redis (the one at REDIS_URL if it answers; otherwise `redis-se
 with its data under DATA_DIR/redis/, or else an embedded Redis-compatible server from the
 fakeredis package), the API, the UI and the logs pipeline (NDJSON files under DATA_DIR/indices/,
 or Elasticsearch when ELASTICSEARCH_URL is set). Each child's output is prefixed with its name.
-Ctrl-C or SIGTERM stops every process it started, the pipeline last so it can index what the
-API flushed, and leaves none behind.
+
+Like a process manager, it restarts a child that exits on its own (a crash, an OOM kill), after
+a pause that doubles from 1 s up to 30 s while the child keeps failing, and says so in its log.
+It gives up, and stops everything, only when a child exits within `START_GRACE` seconds of
+each of `MAX_QUICK_EXITS` starts in a row: that is a configuration problem, not a crash.
+redis-server keeps its data in an append-only file fsynced at every write, so a restarted
+Redis has every record the API was told was added. Ctrl-C or SIGTERM stops every process it
+started, the pipeline last so it can index what the API flushed, and leaves none behind.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ log = logging.getLogger("inferlog.run")
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 STOP_TIMEOUT = 20.0
+START_GRACE = 10.0  # a child that exits sooner than this after a start "failed to start"
+MAX_QUICK_EXITS = 5
+FIRST_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
 
 
 class StartupError(RuntimeError):
@@ -52,8 +62,13 @@ class Child:
     env: dict[str, str]
     process: subprocess.Popen[str] | None = None
     pump: threading.Thread | None = field(default=None, repr=False)
+    started_at: float = 0.0
+    quick_exits: int = 0  # exits within START_GRACE of a start, in a row
+    restart_at: float | None = None  # when a crashed child is due to start again
 
     def start(self, out: IO[str]) -> None:
+        self.started_at = time.monotonic()
+        self.restart_at = None
         self.process = subprocess.Popen(
             self.args,
             env=self.env,
@@ -151,6 +166,9 @@ class Supervisor:
                     str(data.resolve()),
                     "--appendonly",
                     "yes",
+                    # Every acknowledged write is on disk: a killed redis-server loses no record.
+                    "--appendfsync",
+                    "always",
                     "--save",
                     "",
                 ],
@@ -224,14 +242,53 @@ class Supervisor:
         )
         self.out.flush()
         code = 0
-        while not self.stopping.wait(0.5):
-            dead = [c for c in self.children if not c.alive()]
-            if dead:
-                log.error("%s stopped unexpectedly: stopping everything", dead[0].name)
+        while not self.stopping.wait(0.2):
+            if not self._keep_children_alive():
                 code = 1
                 break
         self.stop_all()
         return code
+
+    def _keep_children_alive(self) -> bool:
+        """Restart children that exited; False when one keeps exiting right after its start."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive():
+                if now - child.started_at > START_GRACE:
+                    child.quick_exits = 0
+                continue
+            if child.restart_at is None:  # it has just exited
+                assert child.process is not None
+                returncode = child.process.returncode
+                ran = now - child.started_at
+                child.quick_exits = child.quick_exits + 1 if ran < START_GRACE else 0
+                if child.quick_exits >= MAX_QUICK_EXITS:
+                    log.error(
+                        "%s exited %d times in a row within %.0f s of starting (last code %s): "
+                        "stopping everything; see its output above",
+                        child.name,
+                        child.quick_exits,
+                        START_GRACE,
+                        returncode,
+                    )
+                    return False
+                delay = min(
+                    FIRST_RESTART_DELAY * 2 ** max(child.quick_exits - 1, 0), MAX_RESTART_DELAY
+                )
+                log.warning(
+                    "%s exited with code %s after %.0f s: restarting it in %.0f s",
+                    child.name,
+                    returncode,
+                    ran,
+                    delay,
+                )
+                child.restart_at = now + delay
+            elif now >= child.restart_at:
+                child.start(self.out)
+                log.info(
+                    "%s restarted (pid %d)", child.name, child.process.pid if child.process else -1
+                )
+        return True
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)

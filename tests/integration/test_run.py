@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -59,11 +61,10 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
         wait_until(lambda: answers(f"{api}/ready"), 120, process)
         wait_until(lambda: answers(f"http://127.0.0.1:{env['UI_PORT']}/"), 120, process)
         sent = []
-        for i, case in enumerate(dataset.held_out_cases()[:5]):
-            tid = f"run-{redis}-{i}"
-            response = httpx.post(f"{api}/predict", json=case, headers={"X-Request-ID": tid})
+        for case in dataset.held_out_cases()[:5]:
+            response = httpx.post(f"{api}/predict", json=case)
             assert response.status_code == 200
-            sent.append(tid)
+            sent.append(response.json()["transaction_id"])
         indices = tmp_path / "data" / "indices"
         wait_until(lambda: set(sent) <= indexed_ids(indices), 60, process)
         # `make simulate` against the running product: 3 s at 10 requests/s, 20 % invalid.
@@ -124,3 +125,130 @@ def test_run_says_clearly_when_a_port_is_taken(model_dir: Path, tmp_path: Path) 
     assert done.returncode == 1
     assert "already in use" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def child_named(supervisor: psutil.Process, marker: str) -> psutil.Process | None:
+    for child in supervisor.children():
+        try:
+            if marker in " ".join(child.cmdline()):
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def test_run_restarts_each_killed_part_and_indexes_every_answered_request_once(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    require_binary("redis-server")
+    env = {
+        **os.environ,
+        "API_PORT": str(free_port()),
+        "UI_PORT": str(free_port()),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MODEL_DIR": str(model_dir),
+        "DATA_DIR": str(tmp_path / "data"),
+        "PIPELINE_BLOCK_MS": "200",
+        "PIPELINE_CLAIM_IDLE_MS": "1000",  # a killed pipeline's entries are claimed soon
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    env.pop("API_URL", None)
+    api = f"http://127.0.0.1:{env['API_PORT']}"
+    ui = f"http://127.0.0.1:{env['UI_PORT']}/"
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inferlog", "run"], env=env, stdout=out, stderr=out, text=True
+        )
+    supervisor = psutil.Process(process.pid)
+    answered: list[str] = []
+    failures: dict[str, str] = {}  # request id -> the part that was down then
+    down = {"part": ""}
+    stop = threading.Event()
+
+    def traffic() -> None:
+        n = 0
+        while not stop.is_set():
+            request_id = f"kill-{n}"
+            n += 1
+            try:
+                response = httpx.post(
+                    f"{api}/predict",
+                    json=dataset.held_out_cases()[n % 50],
+                    headers={"X-Request-ID": request_id},
+                    timeout=10,
+                )
+                if response.status_code == 200:
+                    answered.append(request_id)
+                else:
+                    failures[request_id] = f"{down['part']}: {response.status_code}"
+            except httpx.TransportError:
+                failures[request_id] = down["part"]
+            time.sleep(0.02)
+
+    sender = threading.Thread(target=traffic)
+    try:
+        wait_until(lambda: answers(f"{api}/ready") and answers(ui), 120, process)
+        sender.start()
+        parts = {
+            "redis": "redis-server",
+            "api": "inferlog api",
+            "pipeline": "logs_pipeline run",
+            "ui": "inferlog.ui",
+        }
+        for part, marker in parts.items():
+            time.sleep(2)
+            victim = child_named(supervisor, marker)
+            assert victim is not None, f"no {part} process"
+            down["part"] = part
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+
+            def back(part: str = part, marker: str = marker, pid: int = victim.pid) -> bool:
+                child = child_named(supervisor, marker)
+                if child is None or child.pid == pid:
+                    return False
+                if part == "api":
+                    return answers(f"{api}/ready")
+                return answers(ui) if part == "ui" else True
+
+            wait_until(back, 90, process)
+            down["part"] = ""
+        time.sleep(2)
+        stop.set()
+        sender.join(30)
+        indices = tmp_path / "data" / "indices"
+        wait_until(lambda: set(answered) <= indexed_request_ids(indices).keys(), 90, process)
+        by_request = indexed_request_ids(indices)
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        process.wait(90)
+    output = log.read_text()
+    assert len(answered) > 100
+    # Predictions failed only while the API itself was down.
+    assert set(failures.values()) <= {"api"}, failures
+    # Each answered request: one document (one transaction), whatever was killed meanwhile.
+    twice = {request_id: tids for request_id, tids in by_request.items() if len(tids) != 1}
+    assert twice == {}
+    assert set(answered) <= set(by_request)
+    # A request the API recorded but could not finish answering when it was killed.
+    assert set(by_request) - set(answered) <= set(failures)
+    for part in parts:
+        assert f"{part} exited with code -9" in output and f"{part} restarted" in output
+    assert process.returncode == 0
+
+
+def indexed_request_ids(indices: Path) -> dict[str, set[str]]:
+    """Client request id -> the distinct document ids (transactions) in ml-api-logs."""
+    path = indices / "ml-api-logs.ndjson"
+    found: dict[str, set[str]] = {}
+    if not path.exists():
+        return found
+    lines = path.read_text().splitlines()
+    for i in range(0, len(lines) - 1, 2):
+        source = json.loads(lines[i + 1])
+        request_id = source["http"]["request"].get("id")
+        if request_id:
+            found.setdefault(request_id, set()).add(json.loads(lines[i])["index"]["_id"])
+    return found
