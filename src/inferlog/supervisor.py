@@ -16,6 +16,7 @@ started, the pipeline last so it can index what the API flushed, and leaves none
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -90,8 +91,16 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def kill_leftovers(self) -> None:
+        """Kill what the child started and left behind (its API workers, say): they would hold
+        its port against its next start. The child leads its own process group."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
     def stop(self) -> None:
         if not self.alive():
+            self.kill_leftovers()
             return
         assert self.process is not None
         self.process.terminate()
@@ -101,6 +110,7 @@ class Child:
             log.warning("%s did not stop in %.0f s: killing it", self.name, STOP_TIMEOUT)
             self.process.kill()
             self.process.wait()
+        self.kill_leftovers()
         if self.pump is not None:
             self.pump.join(5)
 
@@ -259,6 +269,7 @@ class Supervisor:
                 continue
             if child.restart_at is None:  # it has just exited
                 assert child.process is not None
+                child.kill_leftovers()
                 returncode = child.process.returncode
                 ran = now - child.started_at
                 child.quick_exits = child.quick_exits + 1 if ran < START_GRACE else 0
