@@ -40,6 +40,30 @@ def test_only_the_call_tree_under_the_root_is_kept() -> None:
     assert summary["top_functions"][0]["function"] == "root_call"
 
 
+def profile_of(*calls: object) -> Capture:
+    profile = cProfile.Profile(builtins=False)  # with caller -> callee entries, as on 3.12+
+    profile.enable()
+    for call in calls:
+        call()  # type: ignore[operator]
+    profile.disable()
+    return capture_of(profile, root_call)
+
+
+def calls_by_function(summary: dict[str, object]) -> dict[str, int]:
+    return {f["function"]: f["calls"] for f in summary["top_functions"]}  # type: ignore[attr-defined]
+
+
+def test_a_verified_call_tree_is_reused_and_foreign_calls_still_stay_out() -> None:
+    profiler._REUSE.trees.clear()
+    first = summarize(profile_of(root_call), top_n=50)
+    assert profiler._REUSE.trees[id(code_of(root_call))]  # every entry was under the root
+    again = summarize(profile_of(root_call), top_n=50)  # the walk is skipped
+    assert calls_by_function(again) == calls_by_function(first) == {"root_call": 1, "shared": 2}
+    assert again["function_calls"] == first["function_calls"] == 3
+    mixed = summarize(profile_of(other_work, root_call), top_n=50)  # the set differs: walked
+    assert calls_by_function(mixed) == {"root_call": 1, "shared": 2}
+
+
 def test_call_counts_are_totals_over_the_tree() -> None:
     _, capture = InferenceProfiler().run(root_call)
     summary = summarize(capture, top_n=50)
