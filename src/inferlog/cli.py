@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from inferlog.config import Settings, get_settings
-from inferlog.ml.artifacts import CARD_FILE, ModelLoadError
+from inferlog.ml.artifacts import CARD_FILE, ModelLoadError, load_artifacts
 
 log = logging.getLogger("inferlog")
 
 
+def logging_config(level: str) -> dict[str, Any]:
+    """One log format for every process; uvicorn applies it in each API worker too."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"handlers": ["stderr"], "level": level},
+    }
+
+
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.config.dictConfig(logging_config(settings.log_level))
 
 
 def port_free(host: str, port: int) -> bool:
@@ -52,12 +62,12 @@ def train(model_dir: Path) -> int:
 def serve_api(settings: Settings) -> int:
     import uvicorn
 
-    from inferlog.api.app import load_predictor
+    from inferlog.ml.predictor import Predictor
 
     if port_taken(settings.api_host, settings.api_port, "API_PORT"):
         return 2
     try:
-        load_predictor(settings)  # fail here, in one line, rather than in every worker
+        Predictor(load_artifacts(settings.model_dir))  # fail here in one line, not per worker
     except ModelLoadError as exc:
         log.error("cannot start the API: %s", exc)
         return 1
@@ -75,6 +85,7 @@ def serve_api(settings: Settings) -> int:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=logging_config(settings.log_level),
         access_log=False,
     )
     return 0

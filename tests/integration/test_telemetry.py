@@ -490,3 +490,33 @@ def test_a_corrupt_line_in_a_spool_left_behind_is_set_aside_and_the_rest_shipped
     assert (settings.spool_dir / "corrupt.ndjson").read_bytes() == b"\xff\xfe not a record\n"
     entries = redis_server.client().xrange(settings.redis_stream)
     assert [fields["record"] for _, fields in entries] == [good, good]
+
+
+def test_a_spool_taken_over_ships_only_what_its_owner_had_not(
+    model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis", persistent=True)
+    server.start()
+    settings = make_settings(model_dir, tmp_path / "data", server.url)
+    sent = [f"owner-{i}" for i in range(12)]
+    try:
+        first = create_app(settings, predictor)
+        with TestClient(first) as client:
+            for rid in sent[:5]:
+                client.post("/predict", json=BENIGN, headers={"X-Request-ID": rid})
+            wait_shipped(first)  # 5 in Redis, with the spool's offset after them
+            server.stop()
+            for rid in sent[5:]:
+                client.post("/predict", json=BENIGN, headers={"X-Request-ID": rid})
+        assert spool_lines(settings) == 12  # the owner stopped with 7 not shipped
+        server.start()
+        second = create_app(settings, predictor)
+        with TestClient(second):
+            wait_shipped(second)
+            counters = second.state.shipper.counters()
+        assert (counters.taken_over, counters.shipped) == (7, 7)
+        records = stream_records(server, settings.redis_stream)
+        assert [request_id(r) for r in records] == sent
+    finally:
+        server.stop()

@@ -89,6 +89,7 @@ class Shipper:
         self._resync = True  # ask Redis for the committed offsets before the next send
         self._unsynced = False  # spool writes not fsynced yet (only matters while Redis is down)
         self._counts = ShipperCounters()
+        self._taken: list[Segment] = []  # taken over, not yet checked against Redis
         self._spool_problem: str | None = None
         self._pass_problem: str | None = None
         self._idle = threading.Event()  # waited on from other threads (tests, benchmarks)
@@ -220,11 +221,11 @@ class Shipper:
                 log.error("spool fsync failed: %s", fsync_error)
 
     async def _take_over(self) -> None:
-        for segment in self._spool.take_over_orphans():
-            self._counts.taken_over += segment.pending
-            if segment.pending:
-                self._idle.clear()
-        self._resync = True
+        taken = self._spool.take_over_orphans()
+        if taken:
+            self._taken.extend(taken)
+            self._idle.clear()
+            self._resync = True
 
     def _offset_key(self, segment: Segment) -> str:
         return f"{self._stream}:spool:{segment.name}"
@@ -256,17 +257,28 @@ class Shipper:
             self._shipped(len(batch))
 
     async def _sync_offsets(self) -> None:
-        """After a failure (or a take-over), trust Redis for what was added already: a
-        transaction whose answer was lost may have been applied."""
+        """Trust Redis for what was added already: after a failure (a transaction whose answer
+        was lost may have been applied), and for segments taken over from a dead process."""
         assert self._client is not None
         segments = list(self._spool.segments)
         if segments:
             committed = await self._client.mget([self._offset_key(s) for s in segments])
             for segment, offset in zip(segments, committed, strict=True):
-                if offset is not None:
-                    before = segment.pending
-                    segment.skip_to(int(offset))
+                if offset is None:
+                    continue
+                before = segment.pending
+                segment.skip_to(int(offset))
+                if segment.own:  # ours: shipped by a transaction whose answer we missed
                     self._counts.shipped += before - segment.pending
+        for segment in self._taken:
+            self._counts.taken_over += segment.pending
+            if segment.pending:
+                log.info(
+                    "spool %s: %d records left by a process that is gone; shipping them",
+                    segment.path,
+                    segment.pending,
+                )
+        self._taken.clear()
         self._resync = False
 
     def _records_of(self, lines: list[bytes], segment: Segment) -> list[str]:

@@ -191,12 +191,6 @@ class Spool:
         taken = [s for s in map(Segment.take_over, paths) if s is not None]
         for segment in reversed(taken):
             self.segments.appendleft(segment)
-            if segment.pending:
-                log.info(
-                    "spool %s: %d records left by a process that is gone; shipping them",
-                    segment.path,
-                    segment.pending,
-                )
         return taken
 
     def release(self, segment: Segment) -> bool:
