@@ -44,6 +44,7 @@ START_GRACE = 10.0  # a child that exits sooner than this after a start "failed 
 MAX_QUICK_EXITS = 5
 FIRST_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
+STABLE_AFTER = 60.0  # up this long: its earlier crashes no longer lengthen the restart delay
 
 
 class StartupError(RuntimeError):
@@ -65,6 +66,7 @@ class Child:
     pump: threading.Thread | None = field(default=None, repr=False)
     started_at: float = 0.0
     quick_exits: int = 0  # exits within START_GRACE of a start, in a row
+    crashes: int = 0  # exits since it last ran for STABLE_AFTER: sets the restart delay
     restart_at: float | None = None  # when a crashed child is due to start again
 
     def start(self, out: IO[str]) -> None:
@@ -252,11 +254,13 @@ class Supervisor:
         )
         self.out.flush()
         code = 0
-        while not self.stopping.wait(0.2):
-            if not self._keep_children_alive():
-                code = 1
-                break
-        self.stop_all()
+        try:
+            while not self.stopping.wait(0.2):
+                if not self._keep_children_alive():
+                    code = 1
+                    break
+        finally:  # whatever happens here, no child is left behind
+            self.stop_all()
         return code
 
     def _keep_children_alive(self) -> bool:
@@ -264,14 +268,17 @@ class Supervisor:
         now = time.monotonic()
         for child in self.children:
             if child.alive():
-                if now - child.started_at > START_GRACE:
+                up = now - child.started_at
+                if up > START_GRACE:
                     child.quick_exits = 0
+                if up > STABLE_AFTER:
+                    child.crashes = 0
                 continue
-            if child.restart_at is None:  # it has just exited
-                assert child.process is not None
+            if child.restart_at is None:  # it has just exited, or could not be started
+                returncode = child.process.returncode if child.process else None
                 child.kill_leftovers()
-                returncode = child.process.returncode
                 ran = now - child.started_at
+                child.crashes += 1
                 child.quick_exits = child.quick_exits + 1 if ran < START_GRACE else 0
                 if child.quick_exits >= MAX_QUICK_EXITS:
                     log.error(
@@ -283,9 +290,7 @@ class Supervisor:
                         returncode,
                     )
                     return False
-                delay = min(
-                    FIRST_RESTART_DELAY * 2 ** max(child.quick_exits - 1, 0), MAX_RESTART_DELAY
-                )
+                delay = min(FIRST_RESTART_DELAY * 2 ** (child.crashes - 1), MAX_RESTART_DELAY)
                 log.warning(
                     "%s exited with code %s after %.0f s: restarting it in %.0f s",
                     child.name,
@@ -295,10 +300,14 @@ class Supervisor:
                 )
                 child.restart_at = now + delay
             elif now >= child.restart_at:
-                child.start(self.out)
-                log.info(
-                    "%s restarted (pid %d)", child.name, child.process.pid if child.process else -1
-                )
+                try:
+                    child.start(self.out)
+                except OSError as exc:  # no memory to fork, say: counts as a failed start
+                    log.error("%s could not be started: %s", child.name, exc)
+                    child.process, child.restart_at = None, None
+                    continue
+                assert child.process is not None
+                log.info("%s restarted (pid %d)", child.name, child.process.pid)
         return True
 
     def _on_signal(self, signum: int, _frame: Any) -> None:

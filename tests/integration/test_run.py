@@ -11,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx2 as httpx
 import psutil
 import pytest
+import redis
 
 from inferlog.ml import dataset
 from tests.servers import answers, free_port, require_binary, wait_until
@@ -220,6 +222,12 @@ def test_run_restarts_each_killed_part_and_indexes_every_answered_request_once(
         indices = tmp_path / "data" / "indices"
         wait_until(lambda: set(answered) <= indexed_request_ids(indices).keys(), 90, process)
         by_request = indexed_request_ids(indices)
+        in_stream = Counter(
+            json.loads(fields["record"])["http"]["request"].get("id")
+            for _, fields in redis.Redis.from_url(env["REDIS_URL"], decode_responses=True).xrange(
+                "inferlog:requests"
+            )
+        )
     finally:
         stop.set()
         process.send_signal(signal.SIGTERM)
@@ -231,6 +239,10 @@ def test_run_restarts_each_killed_part_and_indexes_every_answered_request_once(
     # Each answered request: one document (one transaction), whatever was killed meanwhile.
     twice = {request_id: tids for request_id, tids in by_request.items() if len(tids) != 1}
     assert twice == {}
+    # ... from one record: none was added to the stream twice either.
+    assert {request_id: in_stream[request_id] for request_id in answered} == dict.fromkeys(
+        answered, 1
+    )
     assert set(answered) <= set(by_request)
     # A request the API recorded but could not finish answering when it was killed.
     assert set(by_request) - set(answered) <= set(failures)

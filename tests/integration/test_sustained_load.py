@@ -33,6 +33,7 @@ from tests.servers import RedisServer, answers, free_port, wait_until
 CASES = dataset.held_out_cases()
 CLIENTS = 8
 LOAD_SECONDS = 20
+NO_KEEP_ALIVE = httpx.Limits(max_keepalive_connections=0)
 
 
 class Api:
@@ -107,7 +108,7 @@ def saturate(base: str, prefix: str, seconds: float, keep_alive: bool = True) ->
     stop = time.monotonic() + seconds
 
     def client(n: int) -> None:
-        limits = httpx.Limits(max_keepalive_connections=CLIENTS if keep_alive else 0)
+        limits = httpx.Limits() if keep_alive else NO_KEEP_ALIVE
         with httpx.Client(base_url=base, timeout=30, limits=limits) as http:
             i = 0
             while time.monotonic() < stop:
@@ -180,17 +181,16 @@ def test_two_workers_under_saturating_load_record_each_request_once(
     with api_process(model_dir, data, redis_server.url, stream, workers=2) as api:
         sent = saturate(api.base, "pair", LOAD_SECONDS, keep_alive=False)
         records = settled_records(redis_server, stream, len(sent))
-        workers = {r["host"]["name"] for r in records}  # one host: both workers write records
         pids = {p.pid for p in workers_of(api)}
         assert len(pids) == 2
         spool_files = {p.name.split("-")[-2] for p in (data / "spool").glob("records-*.ndjson")}
         assert spool_files == {str(pid) for pid in pids}  # one spool per worker process
-    assert len(workers) == 1
     counts = request_ids(records, "pair-")
     assert set(counts) == set(sent)
     assert set(counts.values()) == {1}
-    log = api.log.read_text()
-    assert "Redis unreachable" not in log and "dropped" not in log
+    problems = [line for line in api.log.read_text().splitlines() if " WARNING " in line]
+    problems += [line for line in api.log.read_text().splitlines() if " ERROR " in line]
+    assert problems == []  # no outage, no spool refusal, no drop, no failed pass
 
 
 def test_a_killed_workers_spool_is_shipped_once_by_its_successor(
@@ -203,11 +203,12 @@ def test_a_killed_workers_spool_is_shipped_once_by_its_successor(
     data = tmp_path / "data"
     try:
         with api_process(model_dir, data, server.url, stream, workers=2) as api:
-            with httpx.Client(base_url=api.base, timeout=30) as http:
+            # No keep-alive: the requests spread over both workers (see `saturate`).
+            with httpx.Client(base_url=api.base, timeout=30, limits=NO_KEEP_ALIVE) as http:
                 before = [f"before-{i}" for i in range(20)]
                 for request_id in before:
                     http.post("/predict", json=CASES[0], headers={"X-Request-ID": request_id})
-                settled_records(server, stream, 20)  # shipped, offsets committed in Redis
+                settled_records(server, stream, 20)  # shipped, offsets committed
                 server.stop()
                 during = [f"during-{i}" for i in range(40)]
                 for request_id in during:
@@ -215,7 +216,9 @@ def test_a_killed_workers_spool_is_shipped_once_by_its_successor(
                         "/predict", json=CASES[1], headers={"X-Request-ID": request_id}
                     )
                     assert response.status_code == 200  # Redis down: answers regardless
-            victim = workers_of(api)[0]
+            # The victim: a worker whose spool holds records (both do, almost surely).
+            spooled_by = {p.name.split("-")[-2] for p in (data / "spool").glob("records-*.ndjson")}
+            victim = next(w for w in workers_of(api) if str(w.pid) in spooled_by)
             victim.send_signal(signal.SIGKILL)  # as the OOM killer would
             wait_until(lambda: gone(victim), 10)
             wait_until(lambda: victim.pid not in {w.pid for w in workers_of(api)}, 30)
@@ -225,7 +228,9 @@ def test_a_killed_workers_spool_is_shipped_once_by_its_successor(
             counts = request_ids(records, "")
             assert {k: v for k, v in counts.items() if v != 1} == {}
             assert set(counts) == set(before) | set(during)
-            assert "spool" in api.log.read_text()  # the successor said what it took over
+            # The successor said what it took over (the survivor may have, too: either way, once).
+            wait_until(lambda: "left by a process that is gone" in api.log.read_text(), 10)
+            assert f"-{victim.pid}-" in api.log.read_text()
     finally:
         server.stop()
 

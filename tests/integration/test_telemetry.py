@@ -520,3 +520,26 @@ def test_a_spool_taken_over_ships_only_what_its_owner_had_not(
         assert [request_id(r) for r in records] == sent
     finally:
         server.stop()
+
+
+def test_a_streamed_body_over_the_limit_is_recorded_as_the_413_it_got(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    settings = make_settings(model_dir, tmp_path, redis_server.url, max_body_bytes=2048)
+    app = create_app(settings, predictor)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body is streamed
+        for _ in range(10):
+            yield b" " * 1000
+
+    with TestClient(app) as client:
+        response = client.post(
+            "/predict",
+            content=chunks(),
+            headers={"content-type": "application/json", "X-Request-ID": "too-big"},
+        )
+        wait_shipped(app)
+    assert response.status_code == 413
+    (record,) = stream_records(redis_server, settings.redis_stream)
+    assert record["http"]["response"]["status_code"] == 413
+    assert record["error"]["type"] == "body_too_large"

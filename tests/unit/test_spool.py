@@ -107,22 +107,31 @@ def test_a_live_processs_segment_is_not_taken_over(tmp_path: Path) -> None:
 
 def test_a_segment_left_behind_is_taken_over_from_its_committed_offset(tmp_path: Path) -> None:
     gone = Spool(tmp_path, max_bytes=10_000)
-    gone.append(lines(0, 1, 2))
+    gone.append(lines(0, 1, 2, 3))
     (segment,) = gone.segments
     path = segment.path
-    _, end = segment.read(1)
-    segment.commit(end, 1)
-    gone.close()  # records still pending: the file stays for the next process
+    _, first_end = segment.read(1)
+    segment.commit(first_end, 1)  # the offset file says: one shipped
+    _, second_end = segment.read(1)  # shipped too, but the owner died before its offset file
+    gone.close()
     with path.open("ab") as f:
-        f.write(b'{"n": 3, "torn')  # a write cut short when the owner died
+        f.write(b'{"n": 4, "torn')  # a write cut short when the owner died
     successor = Spool(tmp_path, max_bytes=10_000)
     (taken,) = successor.take_over_orphans()
-    assert taken.pending == 3  # without a committed offset: from the start, torn tail cut off
-    taken.skip_to(end)  # what Redis says was shipped already
-    assert taken.pending == 2
-    assert drain(taken) == [b'{"n": 1}', b'{"n": 2}']
+    assert taken.pending == 3  # after the offset file, torn tail cut off
+    taken.skip_to(second_end)  # what Redis says was shipped (it is further)
+    assert drain(taken) == [b'{"n": 2}', b'{"n": 3}']
     assert successor.release(taken) and not path.exists()
+    assert list(tmp_path.iterdir()) == []  # the offset file went with its segment
     assert Spool(tmp_path, max_bytes=10_000).take_over_orphans() == []
+
+
+def test_the_size_limit_counts_only_what_is_not_shipped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=20)
+    for n in range(10):  # far more than 20 bytes in all, never more than 18 unshipped
+        spool.append(lines(n, n))
+        drain(spool.segments[-1])
+    assert spool.own_bytes == 0
 
 
 def test_a_fully_shipped_spool_leaves_no_file_on_close(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ class BodyLimitMiddleware:
 
     async def _answer_413(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = str(BodyTooLargeError(self.max_bytes))
+        # The record says 413 too, whatever error the app noted on its way.
+        scope.setdefault("state", {})["error"] = {"type": "body_too_large", "message": message}
         await error_response(scope, 413, "body_too_large", message)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -5,7 +5,7 @@ For every HTTP request it
   a record or a document id. A well-formed client `X-Request-ID` is kept as `http.request.id`
   (searchable in `/logs`) and echoed back; the response also carries `X-Transaction-ID`;
 - measures the wall-clock time and the request and response body sizes;
-- turns an unhandled exception into a JSON 500 (logged once, with the id), so that answer also
+- turns an unhandled exception into a JSON 500 (logged with the id), so that answer also
   carries the id and no traceback reaches the client;
 - records a client that left before its answer as status 499 (`event.outcome: unknown`);
 - when the response is complete, updates the Prometheus metrics and hands a `Draft` to

@@ -7,8 +7,10 @@ complete; it reuses what it learnt from earlier requests (labels, call trees).
 Concurrency. Python 3.12+ implements cProfile with `sys.monitoring`: one active profiler per
 process, and it records the calls of every thread (as if they were made by whatever function
 the profiled thread is running). These keep a profile to its own request:
-- the API runs all its Python code on one thread, the event loop: the model call is synchronous
-  and the shipper is an asyncio task, so nothing else runs while a profile is active;
+- the API runs its Python code on one thread, the event loop: the model call is synchronous
+  and the shipper is an asyncio task, so almost nothing else runs while a profile is active
+  (asyncio's resolver threads can, while the Redis client reconnects to a named host: the
+  call-tree filter below keeps their calls out);
 - a process-wide non-blocking lock lets one inference be profiled at a time; an inference that
   finds it taken runs unprofiled and says so (`profiled: false`, reason "profiler busy"),
   never waits and never fails; `enable()` refusing (another tool active) is handled the same way;

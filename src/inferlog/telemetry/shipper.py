@@ -11,13 +11,20 @@
   Python code while an inference is profiled, which keeps a profile to its own request on
   Python 3.12+ (one process-wide profiler that records every thread). Every
   `flush_interval`, or as soon as a batch is full, it reads the spool from its committed
-  offset and sends the records in MULTI/EXEC pipelines together with the new offset, so a
-  batch and its offset are added whole or not at all.
-- While Redis is unreachable, records stay in the spool (fsynced once per pass) and retries
-  back off up to 5 s. If the spool refuses a record (disk full, `SPOOL_MAX_BYTES`), it waits
-  in memory, up to `SHIPPER_QUEUE_SIZE`; beyond that it is dropped: counted and logged.
+  offset and sends the records in MULTI/EXEC pipelines together with the new offset. The
+  offset is also written next to the segment (`spool.py`). After a connection failure the
+  shipper reads the offsets back from Redis, since a transaction whose answer was lost may have
+  been applied; after a failed command it puts the offset back (Redis applies the rest of a
+  transaction whose command failed).
+- While Redis is unreachable, records stay in the spool, fsynced after each failed pass, and
+  passes back off up to 5 s (a full batch does not wake a shipper that is backing off). If the
+  spool refuses a record (disk full, `SPOOL_MAX_BYTES`), it waits in memory, up to
+  `SHIPPER_QUEUE_SIZE`; beyond that it is dropped: counted and logged. Memory is the one
+  place where a record can be lost to a crash, or sent twice when a transaction's answer is
+  lost (its batches carry no offset).
 - A pass that fails for any other reason (a bug, a corrupt spool) is logged with its cause and
-  retried; meanwhile `health()` says what is wrong (shown by `/ready` and `/logs/stats`).
+  retried; meanwhile `counters().problem` says what is wrong (shown by `/ready`,
+  `/logs/stats` and `/metrics`).
 - Spool segments left by a process that is gone are taken over at start and every
   `takeover_interval` seconds (see `spool.py`).
 """
@@ -42,7 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 5.0
 FIRST_BACKOFF_SECONDS = 0.1
-OFFSET_TTL_SECONDS = 7 * 24 * 3600
+OFFSET_TTL_SECONDS = 30 * 24 * 3600  # the spool's offset file is the lasting copy
 
 
 @dataclass
@@ -112,7 +119,9 @@ class Shipper:
         backlog = self._spool.pending + len(self._memory)
         counts.backlog_peak = max(counts.backlog_peak, backlog)
         self._idle.clear()
-        if backlog >= self._batch_size and self._wakeup is not None:
+        # A full batch wakes the shipper, unless it is backing off after a failure.
+        failing = not counts.redis_available or self._pass_problem is not None
+        if backlog >= self._batch_size and not failing and self._wakeup is not None:
             self._wakeup.set()
 
     def _spool_refused(self, line: str, exc: Exception) -> None:
@@ -184,7 +193,25 @@ class Shipper:
                 await asyncio.wait_for(self._wakeup.wait(), delay)
             self._wakeup.clear()
         await self._guarded(self._ship)
+        self._keep_memory_on_stop()
         self._spool.close()
+
+    def _keep_memory_on_stop(self) -> None:
+        """Records still in memory go to the spool if it takes them now; else they are lost:
+        counted and logged."""
+        while self._memory:
+            try:
+                self._spool.append(self._memory[0].encode() + b"\n")
+            except (OSError, SpoolFullError) as exc:
+                self._counts.dropped += len(self._memory)
+                log.error(
+                    "stopping: %d records held in memory are lost (spool: %s)",
+                    len(self._memory),
+                    exc,
+                )
+                self._memory.clear()
+                return
+            self._memory.popleft()
 
     async def _guarded(self, step: Callable[[], Awaitable[None]]) -> bool:
         """Run one step of a pass; any failure is logged with its cause and retried later."""
@@ -199,7 +226,6 @@ class Shipper:
                 log.exception("%s; retrying", problem)
             self._pass_problem = problem
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
-            self._resync = True
             return False
         if self._pass_problem is not None:
             log.info("shipper pass succeeds again")
@@ -213,7 +239,7 @@ class Shipper:
         counts.redis_available = False
         self._resync = True
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
-        if self._unsynced:
+        if self._unsynced:  # once per failed pass: passes are spaced by the backoff
             self._unsynced = False
             try:
                 self._spool.fsync()
@@ -235,6 +261,7 @@ class Shipper:
         if self._resync:
             await self._sync_offsets()
         for segment in list(self._spool.segments):
+            key = self._offset_key(segment)
             while segment.pending:
                 lines, end = segment.read(self._batch_size)
                 if not lines:  # cannot happen with whole-line appends; never loop on it
@@ -244,11 +271,18 @@ class Shipper:
                     segment.pending = 0
                     break
                 records = self._records_of(lines, segment)
-                await self._xadd(records, (self._offset_key(segment), end))
+                try:
+                    await self._xadd(records, (key, end))
+                except redis.ResponseError:
+                    # A command of the transaction failed (a stream key of the wrong type,
+                    # say): Redis applied the others, the new offset among them. Put it back,
+                    # or the next resync would skip records that are not in the stream.
+                    await self._client.set(key, segment.offset, ex=OFFSET_TTL_SECONDS)
+                    raise
                 segment.commit(end, len(lines))
                 self._shipped(len(records))
             if self._spool.release(segment):
-                await self._client.delete(self._offset_key(segment))
+                await self._client.delete(key)
         while self._memory:
             batch = [self._memory[i] for i in range(min(self._batch_size, len(self._memory)))]
             await self._xadd(batch, None)

@@ -7,13 +7,14 @@
   loses no record it has answered. The shipper fsyncs while Redis is unreachable, when records
   may wait long enough for a machine crash to matter.
 - A segment is read back from its committed offset: the shipper sends lines to Redis and then
-  commits the offset. A segment is replaced by a new one after `SEGMENT_BYTES`, and deleted
-  once everything in it is committed.
+  commits the offset, kept in `<segment>.offset`. A segment is replaced by a new one after
+  `SEGMENT_BYTES`, and deleted once everything in it is committed. `SPOOL_MAX_BYTES` bounds
+  what is not committed yet.
 - A segment whose lock is free belongs to a process that died or stopped with records still
   waiting: the next process to look (at start, then every few seconds) takes its lock and ships
-  what is left. The committed offset of each segment is also kept in Redis, written in the same
-  transaction as its records, so a segment taken over is shipped exactly once from where its
-  owner stopped.
+  what is left. Its committed offset is the larger of its offset file and the copy in Redis,
+  written in the same transaction as its records: a crash between the transaction and the
+  offset file does not send records twice.
 - A new segment is created under a temporary name and renamed once locked, so no other process
   can take it over in between; a segment taken over is checked to be still linked after locking.
 """
@@ -37,6 +38,22 @@ PREFIX = "records-"
 SUFFIX = ".ndjson"
 
 
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _modified(path: Path) -> float:
+    """Oldest first; a file deleted meanwhile by another process sorts anywhere."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
 class SpoolFullError(Exception):
     """The spool's size limit (`SPOOL_MAX_BYTES`) is reached."""
 
@@ -51,6 +68,8 @@ class Segment:
         self.size = os.fstat(fd).st_size
         self.offset = 0  # committed: everything before it is in Redis
         self.pending = 0  # lines after the committed offset
+        self._offset_path = path.with_name(path.name + ".offset")
+        self._offset_fd: int | None = None
 
     @property
     def name(self) -> str:
@@ -63,6 +82,7 @@ class Segment:
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         temporary.rename(directory / name)
+        _fsync_directory(directory)  # the new name survives a crash
         return cls(directory / name, fd, own=True)
 
     @classmethod
@@ -81,7 +101,11 @@ class Segment:
             return None
         segment = cls(path, fd, own=False)
         segment._cut_torn_tail()
-        segment.pending = segment._count_lines()
+        try:
+            segment.offset = min(int(segment._offset_path.read_bytes() or 0), segment.size)
+        except (FileNotFoundError, ValueError):
+            segment.offset = 0
+        segment.pending = segment._count_lines(segment.offset)
         return segment
 
     def _cut_torn_tail(self) -> None:
@@ -143,6 +167,9 @@ class Segment:
     def commit(self, offset: int, count: int) -> None:
         self.offset = offset
         self.pending -= count
+        if self._offset_fd is None:
+            self._offset_fd = os.open(self._offset_path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.pwrite(self._offset_fd, b"%020d" % offset, 0)  # fixed width: one small write
 
     def fsync(self) -> None:
         os.fsync(self._fd)
@@ -150,7 +177,10 @@ class Segment:
     def close(self, delete: bool) -> None:
         if delete:
             self.path.unlink(missing_ok=True)
+            self._offset_path.unlink(missing_ok=True)
         os.close(self._fd)
+        if self._offset_fd is not None:
+            os.close(self._offset_fd)
 
 
 class Spool:
@@ -169,7 +199,8 @@ class Spool:
 
     @property
     def own_bytes(self) -> int:
-        return sum(s.size for s in self.segments if s.own)
+        """Bytes this process wrote that are not in Redis yet."""
+        return sum(s.size - s.offset for s in self.segments if s.own)
 
     def append(self, data: bytes) -> None:
         """Write `data` (whole lines) to this process's current segment."""
@@ -186,7 +217,7 @@ class Spool:
         held = {s.path for s in self.segments}
         paths = sorted(
             (p for p in self.directory.glob(f"{PREFIX}*{SUFFIX}") if p not in held),
-            key=lambda p: p.stat().st_mtime if p.exists() else 0.0,
+            key=_modified,
         )
         taken = [s for s in map(Segment.take_over, paths) if s is not None]
         for segment in reversed(taken):
@@ -202,8 +233,9 @@ class Spool:
         return True
 
     def fsync(self) -> None:
-        if self._current is not None:
-            self._current.fsync()
+        for segment in self.segments:
+            if segment.own and segment.pending:
+                segment.fsync()
 
     def close(self) -> None:
         """Fully shipped segments are deleted; the others stay for the next process."""
