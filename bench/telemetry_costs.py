@@ -1,8 +1,10 @@
-"""Where telemetry's time goes, per request, in process (no HTTP): the parts of "telemetry on".
+"""Where telemetry's time goes, per request, in process (no HTTP): each part of "telemetry on".
 
-Times a single-row inference plain and under the profiler, the off-path work of the shipper
-(profile statistics, record building and JSON) and its parts, each as the median of repeated
-runs, interleaved so that machine noise hits all parts alike.
+Times a single-row inference plain and under the profiler, then each step that turns it into a
+record in the spool, as the median of repeated runs, interleaved so that machine noise hits all
+parts alike. Alternatives that the code does not take are timed next to the ones it takes, so
+each choice shows its gain: the caller -> callee entries cProfile can keep, a summary built
+without reusing earlier requests' work, a record validated by pydantic before serialising.
 
     uv run python bench/telemetry_costs.py [--repeats 2000] [--model-dir model]
 """
@@ -10,19 +12,28 @@ runs, interleaved so that machine noise hits all parts alike.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime as dt
+import gc
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pydantic_core
+import sklearn
+
 from inferlog.ml import dataset
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
+from inferlog.telemetry import profiler
 from inferlog.telemetry.drafts import Draft, InferenceDraft, build_record
 from inferlog.telemetry.profiler import InferenceProfiler, summarize
+from inferlog.telemetry.record import RequestRecord
+from inferlog.telemetry.spool import Spool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,13 +44,13 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=ROOT / "model")
     args = parser.parse_args()
 
+    sklearn.set_config(assume_finite=True, skip_parameter_validation=True)  # as the API does
     predictor = Predictor(load_artifacts(args.model_dir))
     x = dataset.split().x_test[:1]
-    profiler = InferenceProfiler()
-    profiler.run(predictor.predict, x)  # warm-up: first calls fill caches
-    predictions, capture = profiler.run(predictor.predict, x)
-
-    profiled_draft = Draft(
+    on, off = InferenceProfiler(), InferenceProfiler(enabled=False)
+    on.run(predictor.predict, x)  # warm-up: first calls fill caches
+    predictions, capture = on.run(predictor.predict, x)
+    draft = Draft(
         timestamp=dt.datetime.now(dt.UTC),
         transaction_id="bench",
         method="POST",
@@ -48,16 +59,45 @@ def main() -> None:
         duration_ns=1_000_000,
         inference=InferenceDraft("model", "v", x, False, capture, predictions),
     )
+    document = build_record(draft, "api", "1", "host", 10)
+    line = pydantic_core.to_json(document) + b"\n"
+    spool = Spool(Path(tempfile.mkdtemp()), max_bytes=2**40)
+
+    def raw_profile(subcalls: bool) -> None:
+        profile = cProfile.Profile(builtins=False, subcalls=subcalls)
+        gc.disable()
+        profile.enable()
+        predictor.predict(x)
+        profile.disable()
+        gc.enable()
+        profile.getstats()
+
+    def summarize_cold() -> None:
+        profiler._REUSE.labels.clear()
+        profiler._REUSE.trees.clear()
+        summarize(capture, 10)
+
     parts: dict[str, Callable[[], object]] = {
         "inference, plain": lambda: predictor.predict(x),
-        "inference, under the profiler": lambda: profiler.run(predictor.predict, x),
-        "profile statistics (summarize)": lambda: summarize(capture, 10),
-        "record + JSON, with statistics": lambda: build_record(
-            profiled_draft, "api", "1", "host", 10
-        ).to_json(),
-        "record + JSON, without statistics": lambda: build_record(
-            profiled_draft, "api", "1", "host", 10, with_profile_stats=False
-        ).to_json(),
+        "inference, clocks and memory only (profiling off)": lambda: off.run(predictor.predict, x),
+        "inference, profiled": lambda: on.run(predictor.predict, x),
+        "profile.getstats()": lambda: capture.profile.getstats() if capture.profile else None,
+        "cProfile + getstats, as the API does on this Python": lambda: raw_profile(
+            profiler.ONE_PROFILER_SEES_ALL_THREADS
+        ),
+        "  alternative: with caller -> callee entries (needed from 3.12)": lambda: raw_profile(
+            True
+        ),
+        "profile statistics (summarize, reusing earlier requests' work)": lambda: summarize(
+            capture, 10
+        ),
+        "  alternative: summarize with nothing reused": summarize_cold,
+        "record as data (statistics included)": lambda: build_record(draft, "api", "1", "h", 10),
+        "record to JSON (pydantic-core, no validation)": lambda: pydantic_core.to_json(document),
+        "  alternative: validate with RequestRecord, then JSON": lambda: (
+            RequestRecord.model_validate(document).model_dump_json(by_alias=True)
+        ),
+        "spool write (one write(2))": lambda: spool.append(line),
     }
     samples: dict[str, list[float]] = {name: [] for name in parts}
     for _ in range(args.repeats):
@@ -65,6 +105,7 @@ def main() -> None:
             start = time.perf_counter()
             part()
             samples[name].append((time.perf_counter() - start) * 1e6)
+    spool.close()
 
     medians = {name: statistics.median(values) for name, values in samples.items()}
     plain = medians["inference, plain"]
@@ -74,7 +115,7 @@ def main() -> None:
     )
     print(f"command: uv run python bench/telemetry_costs.py --repeats {args.repeats}")
     calls = summarize(capture, 10)["function_calls"]
-    print(f"profiled inference: {calls} Python function calls")
+    print(f"profiled inference: {calls} Python function calls, {len(line)} bytes of record")
     print()
     print("| part | median µs | ratio to plain inference |")
     print("| --- | --- | --- |")
