@@ -31,10 +31,8 @@ def indexed_ids(indices: Path) -> set[str]:
     return {json.loads(lines[i])["index"]["_id"] for i in range(0, len(lines) - 1, 2)}
 
 
-@pytest.mark.parametrize("redis", ["redis-server", "embedded"])
-def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
-    redis: str, model_dir: Path, tmp_path: Path
-) -> None:
+def run_env(model_dir: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment of `python -m inferlog run` on free ports, data under tmp_path."""
     env = {
         **os.environ,
         "API_PORT": str(free_port()),
@@ -45,7 +43,15 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
         "PIPELINE_BLOCK_MS": "200",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
-    env.pop("API_URL", None)
+    env.pop("API_URL", None)  # the UI follows the API's port
+    return env
+
+
+@pytest.mark.parametrize("redis", ["redis-server", "embedded"])
+def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
+    redis: str, model_dir: Path, tmp_path: Path
+) -> None:
+    env = run_env(model_dir, tmp_path)
     if redis == "redis-server":
         require_binary("redis-server")
     else:  # no redis-server on PATH: the embedded server takes over
@@ -143,18 +149,8 @@ def test_run_restarts_each_killed_part_and_indexes_every_answered_request_once(
     model_dir: Path, tmp_path: Path
 ) -> None:
     require_binary("redis-server")
-    env = {
-        **os.environ,
-        "API_PORT": str(free_port()),
-        "UI_PORT": str(free_port()),
-        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "MODEL_DIR": str(model_dir),
-        "DATA_DIR": str(tmp_path / "data"),
-        "PIPELINE_BLOCK_MS": "200",
-        "PIPELINE_CLAIM_IDLE_MS": "1000",  # a killed pipeline's entries are claimed soon
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
-    env.pop("API_URL", None)
+    env = run_env(model_dir, tmp_path)
+    env["PIPELINE_CLAIM_IDLE_MS"] = "1000"  # a killed pipeline's entries are claimed soon
     api = f"http://127.0.0.1:{env['API_PORT']}"
     ui = f"http://127.0.0.1:{env['UI_PORT']}/"
     log = tmp_path / "run.log"

@@ -17,6 +17,22 @@ from inferlog.telemetry.shipper import ShipperCounters
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
+SHIPPER_METRICS: tuple[tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str], ...] = (
+    (CounterMetricFamily, "shipped", "records added to the Redis Stream"),
+    (CounterMetricFamily, "spooled", "records written to the spool while Redis was unreachable"),
+    (CounterMetricFamily, "dropped", "records lost: the spool and the memory queue were full"),
+    (CounterMetricFamily, "failed", "requests whose record could not be built"),
+    (CounterMetricFamily, "corrupt", "spool lines that were not records (see corrupt.ndjson)"),
+    (CounterMetricFamily, "taken_over", "records taken over from a process that is gone"),
+    (GaugeMetricFamily, "backlog", "records written, not yet in the Redis Stream"),
+    (GaugeMetricFamily, "backlog_peak", "the largest backlog since the process started"),
+    (GaugeMetricFamily, "spool_pending", "records in the spool, not yet in the Redis Stream"),
+    (GaugeMetricFamily, "in_memory", "records waiting in memory: the spool refused them"),
+    (GaugeMetricFamily, "redis_available", "1 when the last attempt to reach Redis succeeded"),
+    (GaugeMetricFamily, "healthy", "0 while the shipper has a problem (/ready says which)"),
+)
+
+
 class _ShipperCollector(Collector):
     def __init__(self, read: Callable[[], ShipperCounters | None]) -> None:
         self._read = read
@@ -25,36 +41,9 @@ class _ShipperCollector(Collector):
         counters = self._read()
         if counters is None:
             return
-        for name, help_text in (
-            ("shipped", "records added to the Redis Stream"),
-            ("spooled", "records written to the spool while Redis was unreachable"),
-            ("dropped", "records lost because the spool and the memory queue were full"),
-            ("failed", "requests whose record could not be built"),
-            ("corrupt", "spool lines that were not records, set aside in corrupt.ndjson"),
-            ("taken_over", "records taken over from the spool of a process that is gone"),
-        ):
-            yield CounterMetricFamily(
-                f"inferlog_shipper_{name}", help_text, value=getattr(counters, name)
-            )
-        for name, help_text in (
-            ("backlog", "records written, not yet in the Redis Stream"),
-            ("backlog_peak", "the largest backlog since the process started"),
-            ("spool_pending", "records in the spool, not yet in the Redis Stream"),
-            ("in_memory", "records waiting in memory because the spool refused them"),
-        ):
-            yield GaugeMetricFamily(
-                f"inferlog_shipper_{name}", help_text, value=getattr(counters, name)
-            )
-        yield GaugeMetricFamily(
-            "inferlog_shipper_redis_available",
-            "1 when the last attempt to reach Redis succeeded",
-            value=int(counters.redis_available),
-        )
-        yield GaugeMetricFamily(
-            "inferlog_shipper_healthy",
-            "0 while the shipper has a problem (see /ready or /logs/stats for which)",
-            value=int(counters.healthy),
-        )
+        for family, name, help_text in SHIPPER_METRICS:
+            value = int(getattr(counters, name))
+            yield family(f"inferlog_shipper_{name}", help_text, value=value)
 
 
 class Metrics:
