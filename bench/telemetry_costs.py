@@ -3,8 +3,8 @@
 Times a single-row inference plain and under the profiler, then each step that turns it into a
 record in the spool, as the median of repeated runs, interleaved so that machine noise hits all
 parts alike. Alternatives that the code does not take are timed next to the ones it takes, so
-each choice shows its gain: the caller -> callee entries cProfile can keep, a summary built
-without reusing earlier requests' work, a record validated by pydantic before serialising.
+each choice shows its gain: the caller -> callee entries cProfile can keep, a summary that
+walks every call tree instead of reusing verified ones, a record validated before serialising.
 
     uv run python bench/telemetry_costs.py [--repeats 2000] [--model-dir model]
 """
@@ -73,8 +73,7 @@ def main() -> None:
         profile.getstats()
 
     def summarize_cold() -> None:
-        profiler._REUSE.labels.clear()
-        profiler._REUSE.trees.clear()
+        profiler._VERIFIED_TREES.clear()
         summarize(capture, 10)
 
     parts: dict[str, Callable[[], object]] = {
@@ -88,10 +87,10 @@ def main() -> None:
         "  alternative: with caller -> callee entries (needed from 3.12)": lambda: raw_profile(
             True
         ),
-        "profile statistics (summarize, reusing earlier requests' work)": lambda: summarize(
+        "profile statistics (summarize, reusing verified call trees)": lambda: summarize(
             capture, 10
         ),
-        "  alternative: summarize with nothing reused": summarize_cold,
+        "  alternative: summarize walking every call tree": summarize_cold,
         "record as data (statistics included)": lambda: build_record(draft, "api", "1", "h", 10),
         "record to JSON (pydantic-core, no validation)": lambda: pydantic_core.to_json(document),
         "  alternative: validate with RequestRecord, then JSON": lambda: (

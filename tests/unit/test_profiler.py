@@ -54,9 +54,9 @@ def calls_by_function(summary: dict[str, object]) -> dict[str, int]:
 
 
 def test_a_verified_call_tree_is_reused_and_foreign_calls_still_stay_out() -> None:
-    profiler._REUSE.trees.clear()
+    profiler._VERIFIED_TREES.clear()
     first = summarize(profile_of(root_call), top_n=50)
-    assert profiler._REUSE.trees[id(code_of(root_call))]  # every entry was under the root
+    assert profiler._VERIFIED_TREES[id(code_of(root_call))]  # every entry was under the root
     again = summarize(profile_of(root_call), top_n=50)  # the walk is skipped
     assert calls_by_function(again) == calls_by_function(first) == {"root_call": 1, "shared": 2}
     assert again["function_calls"] == first["function_calls"] == 3

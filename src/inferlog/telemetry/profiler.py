@@ -2,7 +2,7 @@
 
 `InferenceProfiler.run` enables a profiler, calls the model and takes a few clock and memory
 readings. `summarize` turns the raw profile into the record's statistics when the response is
-complete; it reuses what it learnt from earlier requests (labels, call trees).
+complete; on 3.12+ it reuses the call trees it verified for earlier requests.
 
 Concurrency. Python 3.12+ implements cProfile with `sys.monitoring`: one active profiler per
 process, and it records the calls of every thread (as if they were made by whatever function
@@ -149,35 +149,12 @@ def _short_path(path: str) -> str:
     return path
 
 
-class _Reuse:
-    """Work kept across requests: the profiled code is the same from one request to the next.
-
-    - labels: id(code) -> (code, function, short file, line). The code object is kept with its
-      label, so its id cannot be reused by another object while the entry exists.
-    - trees: id(root) -> the set of code ids last found to form exactly the root's call tree.
-      When a profile holds exactly that set again, every entry is under the root and the walk
-      of the call tree is skipped (on Python 3.11, always; on 3.12+ unless another thread ran
-      Python code meanwhile, which makes the set differ).
-    Both are bounded: a service profiles a handful of model calls, not an open set of code.
-    """
-
-    MAX_ENTRIES = 4096
-
-    def __init__(self) -> None:
-        self.labels: dict[int, tuple[CodeType, str, str, int]] = {}
-        self.trees: dict[int, frozenset[int]] = {}
-
-    def label(self, code: CodeType) -> tuple[str, str, int]:
-        cached = self.labels.get(id(code))
-        if cached is None or cached[0] is not code:
-            if len(self.labels) >= self.MAX_ENTRIES:
-                self.labels.clear()
-            cached = (code, code.co_name, _short_path(code.co_filename), code.co_firstlineno)
-            self.labels[id(code)] = cached
-        return cached[1], cached[2], cached[3]
-
-
-_REUSE = _Reuse()
+# Call trees verified across requests: id(root) -> the code ids last found to form exactly the
+# root's call tree. When a profile holds exactly that set again, every entry is under the root
+# and the walk of the call tree is skipped (3.12+ only: before, there is no walk). Bounded: a
+# service profiles a handful of model calls, not an open set of code.
+_VERIFIED_TREES: dict[int, frozenset[int]] = {}
+_MAX_VERIFIED_TREES = 4096
 _CODE = attrgetter("code")
 _CALLS = attrgetter("callcount")
 _RECURSIVE_CALLS = attrgetter("reccallcount")
@@ -199,10 +176,10 @@ Totals = tuple[CodeType, int, int, float, float]  # code, calls, primitive calls
 
 
 def _tree_totals(entries: dict[int, Any], root: int) -> list[Totals]:
-    """Per-function totals over the root's call tree only (the slow path, see `_Reuse`)."""
+    """Per-function totals over the root's call tree only (the slow path, see _VERIFIED_TREES)."""
     tree = _call_tree(entries, root)
-    if len(tree) == len(entries) and len(_REUSE.trees) < _Reuse.MAX_ENTRIES:
-        _REUSE.trees[root] = frozenset(entries)
+    if len(tree) == len(entries) and len(_VERIFIED_TREES) < _MAX_VERIFIED_TREES:
+        _VERIFIED_TREES[root] = frozenset(entries)
     # Functions also called from outside the tree (another thread's calls, 3.12+).
     called_from_outside = {
         id(sub.code) for key, e in entries.items() if key not in tree for sub in e.calls or ()
@@ -233,8 +210,8 @@ def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
 
     Works on the profiler's raw entries (`getstats`: per function, with per-callee sub-entries)
     rather than `pstats`, which would format a label for every function and build dictionaries
-    that are thrown away. Only the top N get labels, cached per code object; the call-tree walk
-    is skipped when the profile holds the same functions as the last verified tree (`_Reuse`).
+    that are thrown away. Only the top N get labels; the call-tree walk is skipped when the
+    profile holds the same functions as the last verified tree (`_VERIFIED_TREES`).
     """
     summary: dict[str, Any] = {
         "profiled": capture.profiled,
@@ -248,7 +225,7 @@ def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
         return summary
     stats = capture.profile.getstats()
     root = id(capture.root)
-    if not capture.subcalls or _REUSE.trees.get(root) == set(map(id, map(_CODE, stats))):
+    if not capture.subcalls or _VERIFIED_TREES.get(root) == set(map(id, map(_CODE, stats))):
         # Every entry is under the root (always, before 3.12); map/attrgetter keep this in C.
         calls = sum(map(_CALLS, stats))
         primitive = calls - sum(map(_RECURSIVE_CALLS, stats))
@@ -268,12 +245,11 @@ def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
         top = [(t[0], t[1], t[4], t[3]) for t in heapq.nlargest(top_n, totals, key=itemgetter(4))]
     top_functions = []
     for code, nc, ct, tt in top:
-        function, file, line = _REUSE.label(code)
         top_functions.append(
             {
-                "function": function,
-                "file": file,
-                "line": line,
+                "function": code.co_name,
+                "file": _short_path(code.co_filename),
+                "line": code.co_firstlineno,
                 "calls": nc,
                 "tottime_ms": tt * 1000,
                 "cumtime_ms": ct * 1000,

@@ -37,7 +37,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 import redis.asyncio
@@ -165,15 +165,20 @@ class Shipper:
         return self._idle.wait(timeout)
 
     def counters(self) -> ShipperCounters:
+        """The running counts, with what is derived from the state now (backlog, problem)."""
         c = self._counts
-        c.spool_pending = self._spool.pending
-        c.in_memory = len(self._memory)
-        c.backlog = c.spool_pending + c.in_memory
-        c.problem = self._pass_problem or self._spool_problem
-        if c.problem is None and not c.redis_available:
-            c.problem = "Redis unreachable: records wait in the spool"
-        c.healthy = c.problem is None
-        return ShipperCounters(**vars(c))
+        problem = self._pass_problem or self._spool_problem
+        if problem is None and not c.redis_available:
+            problem = "Redis unreachable: records wait in the spool"
+        spool_pending, in_memory = self._spool.pending, len(self._memory)
+        return replace(
+            c,
+            spool_pending=spool_pending,
+            in_memory=in_memory,
+            backlog=spool_pending + in_memory,
+            problem=problem,
+            healthy=problem is None,
+        )
 
     # -- the task -----------------------------------------------------------------------------
 
