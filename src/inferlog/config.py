@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -64,10 +64,13 @@ class Settings(BaseSettings):
         1_000_000, ge=1000, description="hard cap on the stream length (protects Redis memory)"
     )
     live_window_seconds: int = Field(
-        3600, ge=60, description="how far back /logs and /logs/stats look"
+        3600, ge=60, description="how far back /logs, /logs/stats and /drift look"
     )
-    stats_max_records: int = Field(
-        10_000, ge=100, description="most recent records /logs/stats reads from the window"
+    scan_max_records: int = Field(
+        10_000,
+        ge=100,
+        description="most records a filtered /logs or /drift reads from the window (in the "
+        "API's reader process)",
     )
     drift_min_cases: int = Field(
         50, ge=10, description="fewest cases /drift and drift-report give a verdict on"
@@ -84,9 +87,21 @@ class Settings(BaseSettings):
         "memory, then are dropped and counted",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="comma-separated keys for admin endpoints"
+        default_factory=list,
+        description="comma-separated admin keys (X-API-Key): every route, DELETE /logs included",
     )
-    require_api_key: bool = Field(False, description="require X-API-Key on prediction routes too")
+    api_read_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated read keys: /logs, /logs/stats, /drift (and predictions)",
+    )
+    require_api_key: bool = Field(
+        False,
+        description="require a key on the prediction and read routes even with no key set "
+        "(needs API_KEYS or API_READ_KEYS)",
+    )
+    ui_api_key: SecretStr | None = Field(
+        None, description="the key the UI sends to the API (a read key is enough)"
+    )
 
     # Logs pipeline: Redis Stream -> Elasticsearch (or NDJSON files when no URL is set).
     elasticsearch_url: str | None = Field(
@@ -123,12 +138,18 @@ class Settings(BaseSettings):
         None, description="when set, `setup` gives the kibana_system user this password"
     )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "api_read_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _keys_if_required(self) -> Settings:
+        if self.require_api_key and not (self.api_keys or self.api_read_keys):
+            raise ValueError("REQUIRE_API_KEY=true needs a key in API_KEYS or API_READ_KEYS")
+        return self
 
     @property
     def spool_dir(self) -> Path:

@@ -56,7 +56,10 @@ def live(
     redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
 ) -> Iterator[tuple[TestClient, FastAPI]]:
     app = create_app(make_settings(model_dir, tmp_path, redis_server.url), predictor)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    # Keys are configured, so the read routes need one.
+    with TestClient(
+        app, raise_server_exceptions=False, headers={"X-API-Key": ADMIN_KEY}
+    ) as client:
         yield client, app
 
 
@@ -250,6 +253,7 @@ def test_an_api_restart_while_spooled_loses_nothing(
 
 def test_delete_logs_needs_an_admin_key(live: tuple[TestClient, FastAPI]) -> None:
     client, _ = live
+    del client.headers["X-API-Key"]
     missing = client.delete("/logs")
     assert missing.status_code == 401
     assert missing.json()["error"] == "unauthorized"
@@ -315,6 +319,8 @@ def test_logs_stats_summarise_the_window(live: tuple[TestClient, FastAPI]) -> No
     assert stats["labels"] == {"malignant": 3, "benign": 1}
     assert stats["inferences"] == stats["profiled"] == 4
     assert stats["latency_ms"]["p50"] <= stats["latency_ms"]["p99"]
+    assert stats["latency_ms_by_route"]["POST /predict"]["requests"] == 5
+    assert stats["predictions"] == sum(m["requests"] for m in stats["throughput"]) == 5
     assert stats["hottest_functions"][0]["function"] == "predict"
     assert stats["hottest_functions"][0]["requests"] == 4
     assert stats["shipper"]["shipped"] == 5 and stats["shipper"]["dropped"] == 0

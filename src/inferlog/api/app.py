@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import sklearn
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from inferlog import __version__
 from inferlog.api.body_limit import BodyLimitMiddleware
@@ -24,6 +26,8 @@ from inferlog.telemetry.middleware import TelemetryMiddleware
 from inferlog.telemetry.profiler import InferenceProfiler
 from inferlog.telemetry.shipper import Shipper
 from inferlog.telemetry.spool import Spool
+from inferlog.telemetry.stats import route_matcher
+from inferlog.telemetry.window_reader import Window, WindowReader
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ def make_shipper(settings: Settings) -> Shipper:
         batch_size=settings.shipper_batch_size,
         memory_size=settings.shipper_queue_size,
         stream_max_len=settings.stream_max_len,
+        window_seconds=settings.live_window_seconds,
     )
 
 
@@ -73,6 +78,29 @@ def make_recorder(settings: Settings, shipper: Shipper) -> Callable[[Draft], Non
     return record
 
 
+def window_of(settings: Settings) -> Window:
+    return Window(
+        redis_url=settings.redis_url.get_secret_value(),
+        stream=settings.redis_stream,
+        group=settings.redis_group,
+        window_seconds=settings.live_window_seconds,
+        max_records=settings.scan_max_records,
+    )
+
+
+ROUTERS = (meta.router, predict.router, examples.router, logs.reads, logs.router, drift.router)
+
+
+def known_routes() -> list[tuple[str, re.Pattern[str], set[str]]]:
+    """The API's routes, for naming them in the live statistics."""
+    return [
+        (route.path, route.path_regex, route.methods or set())
+        for router in ROUTERS
+        for route in router.routes
+        if isinstance(route, Route)
+    ]
+
+
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
     """Build the app. Without a `predictor`, the model is loaded from `MODEL_DIR` at startup;
     a missing or tampered artifact stops the startup with a clear error."""
@@ -93,14 +121,16 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         app.state.live_log = LiveLog(
             client, settings.redis_stream, settings.redis_group, settings.live_window_seconds
         )
+        app.state.window_reader = WindowReader(window_of(settings), model.reference)
         if shipper is not None:
-            shipper.start(client)
+            shipper.start(client, route_matcher(known_routes()))
         try:
             yield
         finally:
             if shipper is not None:
                 await shipper.stop()
             await client.aclose()
+            app.state.window_reader.close()
 
     app = FastAPI(
         title="inferlog",
@@ -118,11 +148,8 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         sample_rate=settings.profiling_sample_rate,
     )
     install_error_handlers(app)
-    app.include_router(meta.router)
-    app.include_router(predict.router)
-    app.include_router(examples.router)
-    app.include_router(logs.router)
-    app.include_router(drift.router)
+    for router in ROUTERS:
+        app.include_router(router)
     # Added last = outermost: every response, 413s included, carries the transaction id
     # and yields a record.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

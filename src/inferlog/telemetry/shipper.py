@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import threading
 from collections import deque
@@ -42,6 +43,7 @@ from dataclasses import dataclass, replace
 import redis
 import redis.asyncio
 
+from inferlog.telemetry import stats
 from inferlog.telemetry.record import RECORD_FIELD
 from inferlog.telemetry.spool import Segment, Spool, SpoolFullError
 
@@ -50,6 +52,11 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 5.0
 FIRST_BACKOFF_SECONDS = 0.1
 OFFSET_TTL_SECONDS = 30 * 24 * 3600  # the spool's offset file is the lasting copy
+
+
+def transaction_key(stream: str, transaction_id: str) -> str:
+    """The index entry of one record: its stream entry id, kept for the live window."""
+    return f"{stream}:tx:{transaction_id}"
 
 
 @dataclass
@@ -64,6 +71,7 @@ class ShipperCounters:
     failed: int = 0
     corrupt: int = 0
     taken_over: int = 0
+    unindexed: int = 0
     redis_available: bool = True
     healthy: bool = True
     problem: str | None = None
@@ -79,8 +87,11 @@ class Shipper:
         stream_max_len: int = 1_000_000,
         flush_interval: float = 0.05,
         takeover_interval: float = 10.0,
+        window_seconds: int = 3600,
     ) -> None:
         self._stream = stream
+        self._window_seconds = window_seconds
+        self._route_of: stats.RouteOf = lambda method, path: stats.OTHER_ROUTE
         self._spool = spool
         self._batch_size = batch_size
         self._memory_size = memory_size
@@ -144,9 +155,12 @@ class Shipper:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, client: redis.asyncio.Redis) -> None:
-        """Start the shipper task on the running event loop."""
+    def start(self, client: redis.asyncio.Redis, route_of: stats.RouteOf | None = None) -> None:
+        """Start the shipper task on the running event loop; `route_of` names the routes in
+        the live statistics."""
         self._client = client
+        if route_of is not None:
+            self._route_of = route_of
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name="inferlog-shipper")
@@ -344,15 +358,38 @@ class Shipper:
         return records
 
     async def _xadd(self, records: list[str], offset: tuple[str, int] | None) -> None:
+        """One transaction: the records, their live statistics and the spool offset. Then the
+        transaction-id index (`GET /logs/{id}`), which needs the entry ids Redis just made."""
         assert self._client is not None
+        oldest = stats.minute_of(dt.datetime.now(dt.UTC)) - dt.timedelta(
+            seconds=self._window_seconds
+        )
+        counts = stats.tally(records, self._route_of, oldest)
         async with self._client.pipeline(transaction=True) as pipe:
             for record in records:
                 pipe.xadd(
                     self._stream, {RECORD_FIELD: record}, maxlen=self._max_len, approximate=True
                 )
+            stats.write_commands(pipe, self._stream, counts, self._window_seconds)
             if offset is not None:
                 pipe.set(offset[0], offset[1], ex=OFFSET_TTL_SECONDS)
-            await pipe.execute()
+            replies = await pipe.execute()
+        await self._index(counts.transaction_ids, replies[: len(records)])
+
+    async def _index(self, transaction_ids: list[str | None], entry_ids: list[str]) -> None:
+        """A lost index entry costs only the keyed lookup of that record (it is still in the
+        stream, in `/logs` and in the indices): counted as `unindexed`, never retried."""
+        assert self._client is not None
+        ttl = self._window_seconds + stats.KEY_GRACE_SECONDS
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for transaction_id, entry_id in zip(transaction_ids, entry_ids, strict=True):
+                    if transaction_id is not None:
+                        pipe.set(transaction_key(self._stream, transaction_id), entry_id, ex=ttl)
+                await pipe.execute()
+        except redis.RedisError as exc:
+            self._counts.unindexed += len(entry_ids)
+            log.warning("transaction index of %d records not written: %s", len(entry_ids), exc)
 
     def _shipped(self, count: int) -> None:
         counts = self._counts

@@ -24,7 +24,8 @@ def main() -> int:
     from inferlog.ui.app import CSS, build_app
     from inferlog.ui.client import ApiClient
 
-    app = build_app(ApiClient(settings.api_url))
+    key = settings.ui_api_key.get_secret_value() if settings.ui_api_key else None
+    app = build_app(ApiClient(settings.api_url, api_key=key))
     log.info("UI on http://%s:%d (API at %s)", settings.ui_host, settings.ui_port, settings.api_url)
     app.launch(
         server_name=settings.ui_host,

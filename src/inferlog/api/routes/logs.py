@@ -1,4 +1,8 @@
-"""The live window of request records, and the Prometheus metrics."""
+"""The live window of request records, its statistics, and the Prometheus metrics.
+
+Keyed reads (one record by transaction id, the statistics) run here with bounded Redis calls;
+reads that scan the window run in the reader process (`telemetry/window_reader.py`).
+"""
 
 from __future__ import annotations
 
@@ -9,48 +13,46 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inferlog.api.dependencies import as_utc
-from inferlog.api.security import AdminOnly
-from inferlog.telemetry import stats
+from inferlog.api.security import AdminOnly, ReadKey
 from inferlog.telemetry.live_log import LiveLog
-from inferlog.telemetry.record import STATUS_PATTERN, status_matches
+from inferlog.telemetry.record import STATUS_PATTERN
+from inferlog.telemetry.window_reader import LogFilter, ReaderError, WindowReader
 
 router = APIRouter(tags=["logs"])
+reads = APIRouter(tags=["logs"], dependencies=[ReadKey])
+
+TransactionId = Annotated[str, Path(max_length=64, description="the record's transaction.id")]
 
 
 def _live_log(request: Request) -> LiveLog:
     return request.app.state.live_log
 
 
+def _reader(request: Request) -> WindowReader:
+    return request.app.state.window_reader
+
+
 @contextmanager
 def redis_errors() -> Iterator[None]:
+    """A 503 that says what failed, without the server's internals."""
     try:
         yield
     except (redis.RedisError, OSError) as exc:
-        raise HTTPException(503, f"Redis is unreachable: {exc}") from exc
+        raise HTTPException(503, f"Redis is unreachable ({type(exc).__name__})") from exc
+    except ReaderError as exc:
+        raise HTTPException(503, str(exc)) from exc
 
 
-def _matches(
-    record: dict[str, Any],
-    status: str | None,
-    path: str | None,
-    transaction_id: str | None,
-    request_id: str | None,
-) -> bool:
-    if transaction_id is not None and record["transaction"]["id"] != transaction_id:
-        return False
-    if request_id is not None and record["http"]["request"].get("id") != request_id:
-        return False
-    if path is not None and record["url"]["path"] != path:
-        return False
-    return status is None or status_matches(record["http"]["response"]["status_code"], status)
+def json_body(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
 
 
-@router.get("/logs", summary="Recent request records, newest first")
+@reads.get("/logs", summary="Recent request records, newest first")
 async def recent_logs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -59,40 +61,41 @@ async def recent_logs(
         str | None, Query(pattern=STATUS_PATTERN, description="e.g. 422 or 4xx")
     ] = None,
     path: Annotated[str | None, Query(description="exact URL path, e.g. /predict")] = None,
-    transaction_id: str | None = None,
+    transaction_id: Annotated[
+        str | None, Query(max_length=64, description="one record, by its transaction.id")
+    ] = None,
     request_id: Annotated[
         str | None, Query(description="the client's own X-Request-ID (http.request.id)")
     ] = None,
-) -> dict[str, Any]:
-    since = as_utc(since)
+) -> Any:
+    keep = LogFilter(as_utc(since), status, path, request_id)
     live = _live_log(request)
+    if transaction_id is not None:  # a keyed lookup, not a scan
+        with redis_errors():
+            record = await live.find(transaction_id)
+        records = [record] if record is not None and keep.keeps(record) else []
+        return {"count": len(records), "window_seconds": live.window_seconds, "records": records}
     with redis_errors():
-        records = await live.recent(
-            limit, since, keep=lambda r: _matches(r, status, path, transaction_id, request_id)
-        )
-    return {"count": len(records), "window_seconds": live.window_seconds, "records": records}
+        return json_body(await _reader(request).logs(limit, keep))
 
 
-@router.get("/logs/stats", summary="Statistics over the live window")
+@reads.get("/logs/stats", summary="Statistics over the live window")
 async def log_stats(request: Request) -> dict[str, Any]:
     live = _live_log(request)
-    settings = request.app.state.settings
     with redis_errors():
-        records = await live.recent(settings.stats_max_records)
+        statistics = await live.statistics()
         stream = await live.stream_info()
     shipper = request.app.state.shipper
     return {
         "window_seconds": live.window_seconds,
-        "records_read": len(records),
-        "truncated": len(records) >= settings.stats_max_records,
-        **stats.compute(records, live.window_seconds),
+        **statistics,
         "shipper": asdict(shipper.counters()) if shipper else None,
         "stream": stream,
     }
 
 
-@router.get("/logs/{transaction_id}", summary="One request record")
-async def one_log(request: Request, transaction_id: str) -> dict[str, Any]:
+@reads.get("/logs/{transaction_id}", summary="One request record")
+async def one_log(request: Request, transaction_id: TransactionId) -> dict[str, Any]:
     with redis_errors():
         record = await _live_log(request).find(transaction_id)
     if record is None:
@@ -107,8 +110,8 @@ async def one_log(request: Request, transaction_id: str) -> dict[str, Any]:
 )
 async def delete_logs(request: Request) -> dict[str, int]:
     with redis_errors():
-        deletion = await _live_log(request).delete_acknowledged()
-    return {"removed": deletion.removed, "kept": deletion.kept}
+        deletion: dict[str, int] = await _reader(request).delete_acknowledged()
+    return deletion
 
 
 @router.get("/metrics", summary="Prometheus metrics", tags=["service"])

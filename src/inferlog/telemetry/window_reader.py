@@ -1,0 +1,269 @@
+"""Reads that scan the live window run in a separate process, never on the API's event loop.
+
+A filtered `GET /logs`, `GET /drift` and `DELETE /logs` may read thousands of records (up to
+`SCAN_MAX_RECORDS`). Decoded on the event loop, that stalls every inference in flight (one
+poll of 10,000 records took 1.4 s); in a thread it would still hold the GIL against the
+inference thread. So each API process starts one reader process (on first use, with `spawn`:
+no copy of the server's threads or sockets), which has its own Redis connection and answers
+with the response body already encoded: the event loop only passes bytes along.
+
+Stream ids start with a millisecond timestamp, so a time bound is an id bound.
+`DELETE /logs` removes only entries the logs pipeline has acknowledged: delivered to its
+consumer group (id <= the group's last-delivered id) and no longer pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+
+from inferlog.telemetry.record import RECORD_FIELD, status_matches
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the reader process needs to know about the stream (picklable)."""
+
+    redis_url: str
+    stream: str
+    group: str
+    window_seconds: int
+    max_records: int
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    since: dt.datetime | None = None
+    status: str | None = None
+    path: str | None = None
+    request_id: str | None = None
+
+    def keeps(self, record: dict[str, Any]) -> bool:
+        if self.since is not None and dt.datetime.fromisoformat(record["@timestamp"]) < self.since:
+            return False
+        if self.request_id is not None and record["http"]["request"].get("id") != self.request_id:
+            return False
+        if self.path is not None and record["url"]["path"] != self.path:
+            return False
+        status = record["http"]["response"]["status_code"]
+        return self.status is None or status_matches(status, self.status)
+
+
+class ReaderError(RuntimeError):
+    """Redis could not be read; the message is safe to show."""
+
+
+# -- in the reader process ------------------------------------------------------------------
+
+_clients: dict[str, redis.Redis] = {}
+_reference: dict[str, Any] | None = None
+
+
+def _init(reference: dict[str, Any] | None) -> None:
+    global _reference
+    _reference = reference
+
+
+def _client(window: Window) -> redis.Redis:
+    if window.redis_url not in _clients:
+        _clients[window.redis_url] = redis.Redis.from_url(
+            window.redis_url,
+            protocol=2,
+            decode_responses=True,
+            socket_connect_timeout=1.0,
+            socket_timeout=10.0,
+        )
+    return _clients[window.redis_url]
+
+
+def _ms_id(moment: dt.datetime) -> str:
+    return f"{int(moment.timestamp() * 1000)}-0"
+
+
+def _newest_first(
+    window: Window, since: dt.datetime | None, until: dt.datetime | None
+) -> Iterator[dict[str, Any]]:
+    """Records of the window, newest first, at most `max_records`; unreadable ones skipped."""
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window.window_seconds)
+    low = _ms_id(max(start, since) if since else start)
+    high = "+" if until is None else _ms_id(until + dt.timedelta(milliseconds=1))
+    client, read = _client(window), 0
+    while read < window.max_records:
+        count = min(PAGE, window.max_records - read)
+        entries = client.xrevrange(window.stream, max=high, min=low, count=count)
+        for entry_id, fields in entries:
+            read += 1
+            try:
+                yield json.loads(fields[RECORD_FIELD])
+            except (KeyError, ValueError):
+                log.warning("stream entry %s is not a record; skipped", entry_id)
+        if len(entries) < count:
+            return
+        high = "(" + entries[-1][0]
+
+
+def _guarded(job: Any, *args: Any) -> tuple[bool, Any]:
+    try:
+        return True, job(*args)
+    except (redis.RedisError, OSError) as exc:
+        log.error("reading the live window failed: %s", exc)
+        return False, f"Redis is unreachable ({type(exc).__name__})"
+
+
+def _scan_logs(window: Window, limit: int, keep: LogFilter) -> bytes:
+    found, scanned = [], 0
+    for record in _newest_first(window, keep.since, None):
+        scanned += 1
+        if keep.keeps(record):
+            found.append(record)
+            if len(found) >= limit:
+                break
+    body = {
+        "count": len(found),
+        "window_seconds": window.window_seconds,
+        "scanned": scanned,
+        "truncated": scanned >= window.max_records and len(found) < limit,
+        "records": found,
+    }
+    return json.dumps(body).encode()
+
+
+def cases_of(record: dict[str, Any]) -> list[tuple[dict[str, float], float]]:
+    """(input, probability of malignancy) for each case a successful prediction record holds."""
+    ml = record.get("ml")
+    if not ml or record["http"]["response"]["status_code"] >= 400:
+        return []
+    inputs = ml["input"] if isinstance(ml["input"], list) else [ml["input"]]
+    if ml.get("prediction") is not None:
+        outcomes = ml["prediction"] if isinstance(ml["prediction"], list) else [ml["prediction"]]
+        probabilities = [o["probability"] for o in outcomes]
+    else:
+        probabilities = [ml["probabilities"]["malignant"]]
+    return list(zip(inputs, probabilities, strict=True))
+
+
+def _drift(
+    window: Window,
+    model_version: str,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    min_cases: int,
+    histograms: bool,
+) -> bytes:
+    from inferlog.features import matrix_of
+    from inferlog.ml.drift import drift_report
+
+    assert _reference is not None, "the reader process has no reference statistics"
+    records = 0
+    pairs: list[tuple[dict[str, float], float]] = []
+    for record in _newest_first(window, since, until):
+        records += 1
+        pairs += cases_of(record)
+    inputs = matrix_of(case for case, _ in pairs)
+    probabilities = np.array([p for _, p in pairs])
+    report = drift_report(_reference, inputs, probabilities, min_cases, histograms)
+    report = {"model_version": model_version, **report}
+    report["records_read"] = records
+    report["truncated"] = records >= window.max_records
+    return json.dumps(report).encode()
+
+
+def _delete_acknowledged(window: Window) -> dict[str, int]:
+    client = _client(window)
+    try:
+        groups = client.xinfo_groups(window.stream)
+    except redis.ResponseError:  # no stream yet
+        groups = []
+    group = next((g for g in groups if g["name"] == window.group), None)
+    if group is None:
+        return {"removed": 0, "kept": client.xlen(window.stream)}
+    pending: set[str] = set()
+    low = "-"
+    while True:
+        page = client.xpending_range(window.stream, window.group, min=low, max="+", count=PAGE)
+        pending.update(p["message_id"] for p in page)
+        if len(page) < PAGE:
+            break
+        low = "(" + page[-1]["message_id"]
+    removed, low = 0, "-"
+    while True:
+        entries = client.xrange(window.stream, min=low, max=group["last-delivered-id"], count=PAGE)
+        acknowledged = [entry_id for entry_id, _ in entries if entry_id not in pending]
+        if acknowledged:
+            removed += client.xdel(window.stream, *acknowledged)
+        if len(entries) < PAGE:
+            break
+        low = "(" + entries[-1][0]
+    return {"removed": removed, "kept": client.xlen(window.stream)}
+
+
+# -- in the API process ---------------------------------------------------------------------
+
+
+class WindowReader:
+    """The API's handle on its reader process (started on first use)."""
+
+    def __init__(self, window: Window, reference: dict[str, Any] | None = None) -> None:
+        self.window = window
+        self._reference = reference
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init,
+                initargs=(self._reference,),
+            )
+        return self._pool
+
+    async def _run(self, *job: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            ok, result = await loop.run_in_executor(self._executor(), _guarded, *job)
+        except BrokenProcessPool as exc:  # killed (out of memory, say): a new one next time
+            log.error("the reader process stopped: %s", exc)
+            self._pool = None
+            raise ReaderError("the reader process stopped; try again") from exc
+        if not ok:
+            raise ReaderError(result)
+        return result
+
+    async def logs(self, limit: int, keep: LogFilter) -> bytes:
+        return await self._run(_scan_logs, self.window, limit, keep)
+
+    async def drift(
+        self,
+        model_version: str,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        min_cases: int,
+        histograms: bool,
+    ) -> bytes:
+        return await self._run(
+            _drift, self.window, model_version, since, until, min_cases, histograms
+        )
+
+    async def delete_acknowledged(self) -> dict[str, int]:
+        return await self._run(_delete_acknowledged, self.window)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
