@@ -26,6 +26,7 @@ import redis
 from logs_pipeline.collector import Collector, Entry, UnusableEntryError, parse
 from logs_pipeline.indexer import Action, Indexer, IndexNames
 from logs_pipeline.sinks import Rejected, RetryableSinkError, Sink
+from inferlog.telemetry.keys import removed_key
 from logs_pipeline.status import group_info
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,10 @@ class Pipeline:
         ms, seq = (int(part) for part in last_delivered.split("-"))
         bounds.append(f"{ms}-{seq + 1}")  # everything after it is undelivered
         minid = min(bounds, key=lambda i: tuple(int(p) for p in i.split("-")))
-        return client.xtrim(stream, minid=minid, approximate=False)
+        removed: int = client.xtrim(stream, minid=minid, approximate=False)
+        if removed:
+            client.incrby(removed_key(stream), removed)
+        return removed
 
     def _claim_due(self) -> list[Entry]:
         if time.monotonic() < self._next_claim:

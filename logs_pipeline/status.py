@@ -1,8 +1,13 @@
 """The state of the records stream and its consumer group, for `status` and the pipeline.
 
-Entries trimmed before the group ever read them are found by arithmetic: entries ever added to
-the stream, minus entries the group has read, minus the undelivered entries still there.
-(Redis's own `lag` cannot tell: `XTRIM` does not mark what it removed.)
+Bounded Redis calls only (`XLEN`, `XINFO STREAM`, `XINFO GROUPS`, `XINFO CONSUMERS`, `XPENDING`
+summary, one `GET`): the compose healthcheck calls `status` every 30 s, and it must answer as
+fast with a million entries behind as with none.
+
+Entries trimmed before the pipeline acknowledged them (the stream's `STREAM_MAX_LEN` cap at work)
+are found by arithmetic: entries ever added, minus entries still in the stream, minus entries
+removed after their acknowledgment, which the pipeline's trim and `DELETE /logs` count in
+`{stream}:removed`. (Redis's own `lag` cannot tell: it counts a trimmed entry as still waiting.)
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+
+from inferlog.telemetry.keys import removed_key
 
 
 def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
@@ -22,26 +29,22 @@ def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] |
 
 
 def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
-    report: dict[str, Any] = {"stream": stream, "group": group, "length": client.xlen(stream)}
+    length = client.xlen(stream)
+    report: dict[str, Any] = {"stream": stream, "group": group, "length": length}
     info = group_info(client, stream, group)
     if info is None:
-        report.update(pending=0, lag=report["length"], consumers=[], trimmed_before_delivery=0)
+        report.update(pending=0, lag=length, consumers=[], trimmed_before_delivery=0)
         return report
     consumers = client.xinfo_consumers(stream, group)
-    lag = info.get("lag")
-    undelivered = len(client.xrange(stream, min=f"({info['last-delivered-id']}", max="+"))
     added = client.xinfo_stream(stream)["entries-added"]
-    read = info.get("entries-read")
-    if read is None and info["last-delivered-id"] == "0-0":
-        read = 0  # a group that has never read anything
-    trimmed = None if read is None else max(0, added - read - undelivered)
+    removed = int(client.get(removed_key(stream)) or 0)
     report.update(
-        pending=info["pending"],
-        lag=lag,
+        pending=client.xpending(stream, group)["pending"],
+        lag=info.get("lag"),
         last_delivered_id=info["last-delivered-id"],
         consumers=[
             {"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]} for c in consumers
         ],
-        trimmed_before_delivery=trimmed,
+        trimmed_before_delivery=max(0, added - length - removed),
     )
     return report

@@ -29,6 +29,7 @@ from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
 from logs_pipeline.__main__ import make_pipeline, names, replay, setup
 from logs_pipeline.pipeline import Pipeline
+from logs_pipeline.status import stream_status
 from logs_pipeline.templates import index_templates
 from tests.search_server import SearchProxy
 from tests.servers import RedisServer, wait_until
@@ -400,3 +401,31 @@ def test_entries_trimmed_before_delivery_are_reported(
     r.xtrim(settings.redis_stream, maxlen=2, approximate=False)  # the stream's hard cap at work
     report = run_cli(settings, "status")
     assert json.loads(report.stdout)["trimmed_before_delivery"] == 3
+
+
+BOUNDED_COMMANDS = {"xlen", "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xpending", "get"}
+
+
+def test_status_of_200000_undelivered_entries_sends_only_bounded_commands(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    stream = settings.redis_stream
+    r.xgroup_create(stream, settings.redis_group, id="0", mkstream=True)
+    for _ in range(20):
+        with r.pipeline(transaction=False) as pipe:
+            for _ in range(10_000):
+                pipe.xadd(stream, {"record": "{}"})
+            pipe.execute()
+    r.config_resetstat()
+    report = stream_status(r, stream, settings.redis_group)
+    commands = {
+        name.removeprefix("cmdstat_"): stat["calls"]
+        for name, stat in r.info("commandstats").items()
+        if name not in ("cmdstat_info", "cmdstat_config|resetstat")
+    }
+    r.delete(stream)
+    assert set(commands) <= BOUNDED_COMMANDS, commands
+    assert sum(commands.values()) <= len(BOUNDED_COMMANDS)
+    assert report["length"] == 200_000 and report["lag"] == 200_000
+    assert report["pending"] == 0 and report["trimmed_before_delivery"] == 0

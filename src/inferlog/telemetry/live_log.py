@@ -19,7 +19,7 @@ import redis.asyncio
 
 from inferlog.telemetry import stats
 from inferlog.telemetry.record import RECORD_FIELD
-from inferlog.telemetry.shipper import transaction_key
+from inferlog.telemetry.keys import transaction_key
 
 log = logging.getLogger(__name__)
 

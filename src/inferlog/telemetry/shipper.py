@@ -44,6 +44,7 @@ import redis
 import redis.asyncio
 
 from inferlog.telemetry import stats
+from inferlog.telemetry.keys import spool_offset_key, transaction_key
 from inferlog.telemetry.record import RECORD_FIELD
 from inferlog.telemetry.spool import Segment, Spool, SpoolFullError
 
@@ -52,11 +53,6 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 5.0
 FIRST_BACKOFF_SECONDS = 0.1
 OFFSET_TTL_SECONDS = 30 * 24 * 3600  # the spool's offset file is the lasting copy
-
-
-def transaction_key(stream: str, transaction_id: str) -> str:
-    """The index entry of one record: its stream entry id, kept for the live window."""
-    return f"{stream}:tx:{transaction_id}"
 
 
 @dataclass
@@ -273,7 +269,7 @@ class Shipper:
             self._resync = True
 
     def _offset_key(self, segment: Segment) -> str:
-        return f"{self._stream}:spool:{segment.name}"
+        return spool_offset_key(self._stream, segment.name)
 
     async def _ship(self) -> None:
         assert self._client is not None

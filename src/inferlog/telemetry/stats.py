@@ -31,6 +31,8 @@ from typing import Any
 from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 
+from inferlog.telemetry.keys import stats_key
+
 log = logging.getLogger(__name__)
 
 RELATIVE_ACCURACY = 0.01
@@ -42,10 +44,6 @@ MINUTE = dt.timedelta(minutes=1)
 KEY_GRACE_SECONDS = 120
 
 RouteOf = Callable[[str, str], str]
-
-
-def stats_key(stream: str, minute: dt.datetime) -> str:
-    return f"{stream}:stats:{minute:%Y-%m-%dT%H:%M}"
 
 
 def minute_of(moment: dt.datetime) -> dt.datetime:

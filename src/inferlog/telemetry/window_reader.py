@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from inferlog.telemetry.keys import removed_key
 from inferlog.telemetry.record import RECORD_FIELD, status_matches
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,10 @@ def _delete_acknowledged(window: Window) -> dict[str, int]:
         entries = client.xrange(window.stream, min=low, max=group["last-delivered-id"], count=PAGE)
         acknowledged = [entry_id for entry_id, _ in entries if entry_id not in pending]
         if acknowledged:
-            removed += client.xdel(window.stream, *acknowledged)
+            gone = client.xdel(window.stream, *acknowledged)
+            # Counted for `logs_pipeline status`, which tells these from entries lost to the cap.
+            client.incrby(removed_key(window.stream), gone)
+            removed += gone
         if len(entries) < PAGE:
             break
         low = "(" + entries[-1][0]

@@ -1,0 +1,25 @@
+"""The Redis keys next to the records stream, in one place (API, pipeline and tests use them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def transaction_key(stream: str, transaction_id: str) -> str:
+    """One record's stream entry id, kept for the live window (`GET /logs/{id}`)."""
+    return f"{stream}:tx:{transaction_id}"
+
+
+def stats_key(stream: str, minute: dt.datetime) -> str:
+    """The live statistics' counters of one minute."""
+    return f"{stream}:stats:{minute:%Y-%m-%dT%H:%M}"
+
+
+def removed_key(stream: str) -> str:
+    """How many acknowledged entries were removed from the stream (trim, DELETE /logs), ever."""
+    return f"{stream}:removed"
+
+
+def spool_offset_key(stream: str, segment: str) -> str:
+    """How far one spool segment has been shipped."""
+    return f"{stream}:spool:{segment}"
