@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import redis
 
+from inferlog.telemetry.keys import removed_key
 from logs_pipeline.collector import Collector, Entry, UnusableEntryError, parse
 from logs_pipeline.indexer import Action, Indexer, IndexNames
 from logs_pipeline.sinks import Rejected, RetryableSinkError, Sink
-from inferlog.telemetry.keys import removed_key
 from logs_pipeline.status import group_info
 
 log = logging.getLogger(__name__)

@@ -57,9 +57,7 @@ def live(
 ) -> Iterator[tuple[TestClient, FastAPI]]:
     app = create_app(make_settings(model_dir, tmp_path, redis_server.url), predictor)
     # Keys are configured, so the read routes need one.
-    with TestClient(
-        app, raise_server_exceptions=False, headers={"X-API-Key": ADMIN_KEY}
-    ) as client:
+    with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": ADMIN_KEY}) as client:
         yield client, app
 
 

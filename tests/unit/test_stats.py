@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from inferlog.telemetry.stats import (
+    MAPPING,
     RELATIVE_ACCURACY,
     Tally,
     percentiles,
@@ -18,7 +19,6 @@ from inferlog.telemetry.stats import (
     summarize,
     tally,
     window_minutes,
-    MAPPING,
 )
 
 ROUTES = route_matcher(

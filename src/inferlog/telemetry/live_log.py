@@ -18,8 +18,8 @@ import redis
 import redis.asyncio
 
 from inferlog.telemetry import stats
-from inferlog.telemetry.record import RECORD_FIELD
 from inferlog.telemetry.keys import transaction_key
+from inferlog.telemetry.record import RECORD_FIELD
 
 log = logging.getLogger(__name__)
 
