@@ -5,6 +5,7 @@ record in the spool, as the median of repeated runs, interleaved so that machine
 parts alike. Alternatives that the code does not take are timed next to the ones it takes, so
 each choice shows its gain: the caller -> callee entries cProfile can keep, a summary that
 walks every call tree instead of reusing verified ones, a record validated before serialising.
+The shipper's share (decoding a record again to count it in the live statistics) is the last.
 
     uv run python bench/telemetry_costs.py [--repeats 2000] [--model-dir model]
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 import pydantic_core
 import sklearn
 
+from inferlog.api.app import known_routes
 from inferlog.ml import dataset
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
@@ -34,6 +36,7 @@ from inferlog.telemetry.drafts import Draft, InferenceDraft, build_record
 from inferlog.telemetry.profiler import InferenceProfiler, summarize
 from inferlog.telemetry.record import RequestRecord
 from inferlog.telemetry.spool import Spool
+from inferlog.telemetry.stats import route_matcher, tally
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +65,9 @@ def main() -> None:
     document = build_record(draft, "api", "1", "host", 10)
     line = pydantic_core.to_json(document) + b"\n"
     spool = Spool(Path(tempfile.mkdtemp()), max_bytes=2**40)
+    text = line.decode().strip()
+    route_of = route_matcher(known_routes())
+    oldest = draft.timestamp - dt.timedelta(hours=1)
 
     def raw_profile(subcalls: bool) -> None:
         profile = cProfile.Profile(builtins=False, subcalls=subcalls)
@@ -97,6 +103,9 @@ def main() -> None:
             RequestRecord.model_validate(document).model_dump_json(by_alias=True)
         ),
         "spool write (one write(2))": lambda: spool.append(line),
+        "live statistics: decode and count one record (in the shipper)": lambda: tally(
+            [text], route_of, oldest
+        ),
     }
     samples: dict[str, list[float]] = {name: [] for name in parts}
     for _ in range(args.repeats):

@@ -79,7 +79,7 @@ def serve_api(settings: Settings) -> int:
     )
     # Each worker process builds its own app (model, shipper, spool) from the environment.
     uvicorn.run(
-        "inferlog.api.app:create_app",
+        "inferlog.api.app:create_server_app",
         factory=True,
         workers=settings.api_workers,
         host=settings.api_host,

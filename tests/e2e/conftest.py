@@ -17,6 +17,11 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.servers import RedisServer, answers, free_port, require_binary, wait_until
 
+# The end-to-end stack runs with keys required everywhere, as a shared deployment would: the UI
+# sends its read key, and tests calling the API directly send it too.
+ADMIN_KEY, READ_KEY = "e2e-admin-key", "e2e-read-key"
+KEYED = {"X-API-Key": READ_KEY}
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -73,6 +78,9 @@ def api(
         "REDIS_URL": redis_server.url,
         "REDIS_STREAM": "e2e:requests",
         "LOG_LEVEL": "WARNING",
+        "API_KEYS": ADMIN_KEY,
+        "API_READ_KEYS": READ_KEY,
+        "REQUIRE_API_KEY": "true",
     }
     server = Process(["-m", "inferlog", "api"], env, f"http://127.0.0.1:{port}", "/ready")
     server.start()
@@ -86,6 +94,7 @@ def ui(api: Process) -> Iterator[Process]:
     env = {
         **os.environ,
         "API_URL": api.url,
+        "UI_API_KEY": READ_KEY,
         "UI_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "LOG_LEVEL": "WARNING",

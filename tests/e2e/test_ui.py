@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml import dataset
-from tests.e2e.conftest import Process
+from tests.e2e.conftest import KEYED, Process
 
 
 def open_tab(page: Page, name: str) -> None:
@@ -23,7 +23,7 @@ def open_tab(page: Page, name: str) -> None:
 def wait_for_record(api: Process, transaction_id: str) -> httpx.Response:
     deadline = time.monotonic() + 15
     while True:
-        response = httpx.get(f"{api.url}/logs/{transaction_id}")
+        response = httpx.get(f"{api.url}/logs/{transaction_id}", headers=KEYED)
         if response.status_code == 200 or time.monotonic() > deadline:
             return response
         time.sleep(0.2)
@@ -56,13 +56,17 @@ def test_a_malignant_case_is_predicted_and_its_transaction_is_logged(
 
 
 def test_a_value_outside_the_bounds_is_refused_before_any_request(page: Page, api: Process) -> None:
-    before = httpx.get(f"{api.url}/logs", params={"path": "/predict", "limit": 1000}).json()
+    before = httpx.get(
+        f"{api.url}/logs", headers=KEYED, params={"path": "/predict", "limit": 1000}
+    ).json()
     field = page.locator("#field-radius_mean input")
     field.fill("1000")
     page.locator("#predict-button").click()
     expect(page.get_by_text(re.compile("greater than maximum value", re.I)).first).to_be_visible()
     time.sleep(1.0)
-    after = httpx.get(f"{api.url}/logs", params={"path": "/predict", "limit": 1000}).json()
+    after = httpx.get(
+        f"{api.url}/logs", headers=KEYED, params={"path": "/predict", "limit": 1000}
+    ).json()
     assert after["count"] == before["count"]
     expect(page.locator("#answer")).not_to_contain_text("MALIGNANT")
 
@@ -100,6 +104,17 @@ def test_a_bad_csv_shows_its_row_errors(page: Page, tmp_path: Path) -> None:
     expect(errors).to_contain_text("row 4, area_mean")
 
 
+def test_the_api_refuses_clients_without_a_key_while_the_ui_uses_its_own(
+    page: Page, api: Process
+) -> None:
+    assert httpx.get(f"{api.url}/logs").status_code == 401
+    assert httpx.post(f"{api.url}/predict", json=dataset.held_out_cases()[0]).status_code == 401
+    page.get_by_role("button", name="Load a malignant case").click()
+    expect(page.locator("#field-radius_mean input")).to_have_value("20.94")
+    page.locator("#predict-button").click()
+    expect(page.locator("#answer")).to_contain_text("MALIGNANT")
+
+
 def test_the_monitoring_request_count_grows_after_predictions(
     page: Page, api: Process, screenshots: Path
 ) -> None:
@@ -108,7 +123,7 @@ def test_the_monitoring_request_count_grows_after_predictions(
     expect(count).to_have_text(re.compile(r"\d+"))
     before = int(count.inner_text())
     for case in dataset.held_out_cases()[:3]:
-        assert httpx.post(f"{api.url}/predict", json=case).status_code == 200
+        assert httpx.post(f"{api.url}/predict", headers=KEYED, json=case).status_code == 200
     expect(count).not_to_have_text(str(before), timeout=15_000)
     assert int(count.inner_text()) >= before + 3
     page.screenshot(path=screenshots / "monitoring.png", full_page=True)
@@ -117,7 +132,7 @@ def test_the_monitoring_request_count_grows_after_predictions(
 def test_the_logs_and_model_tabs_show_records_and_the_card(
     page: Page, api: Process, screenshots: Path
 ) -> None:
-    response = httpx.post(f"{api.url}/predict", json=dataset.held_out_cases()[5])
+    response = httpx.post(f"{api.url}/predict", headers=KEYED, json=dataset.held_out_cases()[5])
     transaction_id = response.json()["transaction_id"]
     wait_for_record(api, transaction_id)
     open_tab(page, "Logs")
@@ -153,7 +168,7 @@ def test_the_drift_tab_highlights_the_drifted_feature_and_plots_it(
     traffic = Traffic(seed=21, drift={"compactness_worst": 2.5})
     for _ in range(4):
         batch = [traffic.case() for _ in range(60)]
-        assert httpx.post(f"{api.url}/predict/batch", json=batch).status_code == 200
+        assert httpx.post(f"{api.url}/predict/batch", headers=KEYED, json=batch).status_code == 200
     time.sleep(1.0)  # the shipper's flush interval
     open_tab(page, "Drift")
     page.locator("#drift-refresh").click()

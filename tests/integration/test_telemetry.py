@@ -547,3 +547,23 @@ def test_a_streamed_body_over_the_limit_is_recorded_as_the_413_it_got(
     (record,) = stream_records(redis_server, settings.redis_stream)
     assert record["http"]["response"]["status_code"] == 413
     assert record["error"]["type"] == "body_too_large"
+
+
+def test_a_stream_key_of_the_wrong_type_neither_loses_records_nor_inflates_statistics(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer
+) -> None:
+    client, app = live
+    stream = app.state.settings.redis_stream
+    r = redis_server.client()
+    r.set(stream, "not a stream")  # every XADD of the transaction fails; the rest applies
+    for _ in range(4):
+        assert client.post("/predict", json=MALIGNANT).status_code == 200
+    wait_until(lambda: app.state.shipper.counters().problem is not None, 10)
+    time.sleep(1.0)  # several failed passes, each undone
+    r.delete(stream)
+    wait_shipped(app)
+    stats = client.get("/logs/stats").json()
+    # The 4 predictions once each, whatever the failed passes did; this stats read not yet.
+    assert stats["predictions"] == 4
+    assert stats["requests"] == 4
+    assert len(stream_records(redis_server, stream)) == 4

@@ -85,3 +85,9 @@ def test_images_are_locked_slim_non_root_and_healthchecked(dockerfile: str) -> N
     assert re.search(r"^USER inferlog$", final, re.M)
     assert "HEALTHCHECK" in final
     assert (ROOT / ".dockerignore").exists()
+
+
+def test_the_compose_ui_reads_with_the_apis_read_key_and_records_need_a_key() -> None:
+    api, ui = SERVICES["api"]["environment"], SERVICES["ui"]["environment"]
+    assert api["API_KEYS"].startswith("${API_KEYS:?")  # required: the stack never starts open
+    assert api["API_READ_KEYS"] == ui["UI_API_KEY"] == "${UI_API_KEY:?set UI_API_KEY in .env}"

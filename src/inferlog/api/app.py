@@ -101,9 +101,20 @@ def known_routes() -> list[tuple[str, re.Pattern[str], set[str]]]:
     ]
 
 
-def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
+def create_server_app() -> FastAPI:
+    """The app as a server runs it (the uvicorn factory): its reader process starts with it,
+    so the first `/drift` does not wait seconds for the process's imports."""
+    return create_app(start_reader=True)
+
+
+def create_app(
+    settings: Settings | None = None,
+    predictor: Predictor | None = None,
+    start_reader: bool = False,
+) -> FastAPI:
     """Build the app. Without a `predictor`, the model is loaded from `MODEL_DIR` at startup;
-    a missing or tampered artifact stops the startup with a clear error."""
+    a missing or tampered artifact stops the startup with a clear error. The reader process
+    starts on first use unless `start_reader`."""
     settings = settings or get_settings()
     shipper = make_shipper(settings) if settings.telemetry_enabled else None
 
@@ -122,6 +133,8 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
             client, settings.redis_stream, settings.redis_group, settings.live_window_seconds
         )
         app.state.window_reader = WindowReader(window_of(settings), model.reference)
+        if start_reader:
+            app.state.window_reader.start()
         if shipper is not None:
             shipper.start(client, route_matcher(known_routes()))
         try:

@@ -12,7 +12,9 @@
   Python 3.12+ (one process-wide profiler that records every thread). Every
   `flush_interval`, or as soon as a batch is full, it reads the spool from its committed
   offset and sends the records in MULTI/EXEC pipelines together with the new offset. The
-  offset is also written next to the segment (`spool.py`). After a connection failure the
+  offset is also written next to the segment (`spool.py`). The same transaction adds the
+  records to the live statistics (`stats.py`); after it, each record's transaction id is
+  indexed to its entry id for keyed lookups. After a connection failure the
   shipper reads the offsets back from Redis, since a transaction whose answer was lost may have
   been applied; after a failed command it puts the offset back (Redis applies the rest of a
   transaction whose command failed).
@@ -369,7 +371,17 @@ class Shipper:
             stats.write_commands(pipe, self._stream, counts, self._window_seconds)
             if offset is not None:
                 pipe.set(offset[0], offset[1], ex=OFFSET_TTL_SECONDS)
-            replies = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if any(isinstance(reply, Exception) for reply in replies[: len(records)]):
+            # Redis applied the rest of the transaction: take the statistics back, since the
+            # batch will be sent again (the caller puts the offset back).
+            async with self._client.pipeline(transaction=True) as pipe:
+                stats.write_commands(pipe, self._stream, counts.negated(), self._window_seconds)
+                await pipe.execute(raise_on_error=False)
+            raise failed[0]
+        if failed:  # only the statistics (a key of the wrong type): the records are in
+            log.warning("live statistics not counted for %d records: %s", len(records), failed[0])
         await self._index(counts.transaction_ids, replies[: len(records)])
 
     async def _index(self, transaction_ids: list[str | None], entry_ids: list[str]) -> None:

@@ -77,6 +77,15 @@ class Tally:
     )
     transaction_ids: list[str | None] = field(default_factory=list)
 
+    def negated(self) -> Tally:
+        """The increments that take this tally back."""
+        undo = Tally(transaction_ids=self.transaction_ids)
+        for minute, counts in self.minutes.items():
+            undo.minutes[minute].update({name: -value for name, value in counts.items()})
+        for minute, sums in self.sums.items():
+            undo.sums[minute].update({name: -total for name, total in sums.items()})
+        return undo
+
 
 def _outcomes(ml: dict[str, Any]) -> list[dict[str, Any]]:
     prediction = ml.get("prediction")

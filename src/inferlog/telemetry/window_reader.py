@@ -80,6 +80,12 @@ def _init(reference: dict[str, Any] | None) -> None:
     _reference = reference
 
 
+def _warm() -> None:
+    """Import what `/drift` needs (seconds of imports) before anyone asks."""
+    import inferlog.features
+    import inferlog.ml.drift  # noqa: F401
+
+
 def _client(window: Window) -> redis.Redis:
     if window.redis_url not in _clients:
         _clients[window.redis_url] = redis.Redis.from_url(
@@ -236,6 +242,9 @@ class WindowReader:
                 initargs=(self._reference,),
             )
         return self._pool
+
+    def start(self) -> None:
+        self._executor().submit(_warm)
 
     async def _run(self, *job: Any) -> Any:
         loop = asyncio.get_running_loop()

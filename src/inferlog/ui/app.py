@@ -101,10 +101,13 @@ def _health_markdown(stats: dict[str, Any]) -> str:
 
     return (
         f"**Requests in the window:** <span id='request-count'>{stats['requests']}</span> · "
-        f"errors {stats['error_rate'] * 100:.1f} % · "
-        f"{stats['throughput_per_minute']:.1f} per minute  \n"
-        f"**Latency:** p50 {ms(latency['p50'])} ms · p95 {ms(latency['p95'])} ms · "
-        f"p99 {ms(latency['p99'])} ms  \n"
+        f"errors {stats['error_rate'] * 100:.1f} %  \n"
+        f"**Predictions:** <span id='prediction-count'>{stats['predictions']}</span> · "
+        f"{stats['throughput_per_minute']:.1f} per minute over the window · "
+        f"{stats['last_minute_requests'] or 0} in the last full minute · "
+        f"errors {stats['prediction_error_rate'] * 100:.1f} %  \n"
+        f"**Prediction latency:** p50 {ms(latency['p50'])} ms · p95 {ms(latency['p95'])} ms · "
+        f"p99 {ms(latency['p99'])} ms ({stats['estimator']})  \n"
         f"**Inference:** mean {ms(stats['mean_inference_ms'])} ms, "
         f"CPU {ms(stats['mean_cpu_ms'])} ms, "
         f"{stats['profiled']} of {stats['inferences']} profiled  \n"
@@ -334,9 +337,14 @@ def build_app(client: ApiClient) -> gr.Blocks:
             health = gr.Markdown(elem_id="health")
             with gr.Row():
                 latency_plot = gr.LinePlot(
-                    x="minute", y="latency ms", color="percentile", title="Latency per minute"
+                    x="minute",
+                    y="latency ms",
+                    color="percentile",
+                    title="Prediction latency per minute (ms)",
                 )
-                throughput_plot = gr.BarPlot(x="minute", y="requests", title="Requests per minute")
+                throughput_plot = gr.BarPlot(
+                    x="minute", y="requests", title="Predictions per minute"
+                )
             with gr.Row():
                 labels_plot = gr.BarPlot(x="label", y="count", title="Label split")
                 hottest = gr.Dataframe(
