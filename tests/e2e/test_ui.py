@@ -126,6 +126,12 @@ def test_the_monitoring_request_count_grows_after_predictions(
         assert httpx.post(f"{api.url}/predict", headers=KEYED, json=case).status_code == 200
     expect(count).not_to_have_text(str(before), timeout=15_000)
     assert int(count.inner_text()) >= before + 3
+    assert int(page.locator("#prediction-count").inner_text()) >= 3
+    latency = page.locator("#latency-plot")
+    for percentile in ("p50", "p95", "p99"):  # the legend names each series
+        expect(latency).to_contain_text(percentile)
+    expect(page.locator("#throughput-plot")).to_contain_text("Predictions per minute")
+    expect(page.locator("#labels-plot")).to_contain_text(re.compile("benign|malignant"))
     page.screenshot(path=screenshots / "monitoring.png", full_page=True)
 
 

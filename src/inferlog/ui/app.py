@@ -67,6 +67,8 @@ def _contributions(result: dict[str, Any]) -> pd.DataFrame:
 
 
 def _stats_frames(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    # Points only for minutes with predictions, drawn unjoined: a minute without traffic is a
+    # gap, never a line drawn across it.
     points = []
     for minute in stats["throughput"]:
         for name in ("p50", "p95", "p99"):
@@ -75,10 +77,17 @@ def _stats_frames(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd
                     {"minute": minute["minute"], "latency ms": minute[name], "percentile": name}
                 )
     latency = pd.DataFrame(points, columns=["minute", "latency ms", "percentile"])
+    latency["minute"] = pd.to_datetime(latency["minute"])
     throughput = pd.DataFrame(
         [{"minute": m["minute"], "requests": m["requests"]} for m in stats["throughput"]],
         columns=["minute", "requests"],
     )
+    # A time axis (readable ticks), ending a minute after the current one: a bar covers its
+    # whole minute, and the current minute's would otherwise fall off the axis.
+    throughput["minute"] = pd.to_datetime(throughput["minute"])
+    if len(throughput):
+        end = throughput["minute"].iloc[-1] + pd.Timedelta(minutes=1)
+        throughput.loc[len(throughput)] = [end, 0]
     labels = pd.DataFrame(
         [{"label": k, "count": v} for k, v in stats["labels"].items()], columns=["label", "count"]
     )
@@ -102,7 +111,7 @@ def _health_markdown(stats: dict[str, Any]) -> str:
     return (
         f"**Requests in the window:** <span id='request-count'>{stats['requests']}</span> · "
         f"errors {stats['error_rate'] * 100:.1f} %  \n"
-        f"**Predictions:** <span id='prediction-count'>{stats['predictions']}</span> · "
+        f"**Prediction requests:** <span id='prediction-count'>{stats['predictions']}</span> · "
         f"{stats['throughput_per_minute']:.1f} per minute over the window · "
         f"{stats['last_minute_requests'] or 0} in the last full minute · "
         f"errors {stats['prediction_error_rate'] * 100:.1f} %  \n"
@@ -336,17 +345,25 @@ def build_app(client: ApiClient) -> gr.Blocks:
             monitoring_error = gr.HTML()
             health = gr.Markdown(elem_id="health")
             with gr.Row():
-                latency_plot = gr.LinePlot(
+                latency_plot = gr.ScatterPlot(
                     x="minute",
                     y="latency ms",
                     color="percentile",
                     title="Prediction latency per minute (ms)",
+                    elem_id="latency-plot",
                 )
                 throughput_plot = gr.BarPlot(
-                    x="minute", y="requests", title="Predictions per minute"
+                    x="minute",
+                    y="requests",
+                    x_bin="1m",  # one bar per minute on a time axis
+                    y_aggregate="sum",
+                    title="Predictions per minute",
+                    elem_id="throughput-plot",
                 )
             with gr.Row():
-                labels_plot = gr.BarPlot(x="label", y="count", title="Label split")
+                labels_plot = gr.BarPlot(
+                    x="label", y="count", title="Label split (cases)", elem_id="labels-plot"
+                )
                 hottest = gr.Dataframe(
                     label="Hottest functions (summed over requests)", interactive=False
                 )
