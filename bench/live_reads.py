@@ -22,6 +22,7 @@ Needs `redis-server` and `wrk` (apt-get install redis-server wrk).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import random
@@ -195,18 +196,22 @@ def main() -> None:
 
     alone_p99 = statistics.median(run.p99_ms for run in results["alone"])
     watched_p99 = statistics.median(run.p99_ms for run in results["watched"])
+
+    def latencies(run: Any) -> dict[str, float]:
+        return {k: getattr(run, k) for k in ("responses", "p50_ms", "p99_ms", "max_ms")}
+
     report = {
+        "date": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "command": "uv run python " + " ".join(sys.argv),
         "records_in_window": window_records,
-        "alone": [run.__dict__ for run in results["alone"]],
-        "watched": [run.__dict__ for run in results["watched"]],
+        "alone": [latencies(run) for run in results["alone"]],
+        "watched": [latencies(run) for run in results["watched"]],
         "p99_watched_over_alone": watched_p99 / alone_p99,
         "polls": {name: summary(values) for name, values in results["polls"].items()},
         "stream_entries": stream_length,
         "lookup_by_id": summary(lookups),
         "status": summary(status_ms),
     }
-    for run in report["alone"] + report["watched"]:
-        run.pop("freshness_ms", None)
     print(json.dumps(report, indent=2))
 
 

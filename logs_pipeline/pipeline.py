@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import redis
 
-from inferlog.telemetry.keys import removed_key
 from logs_pipeline.collector import Collector, Entry, UnusableEntryError, parse
 from logs_pipeline.indexer import Action, Indexer, IndexNames
 from logs_pipeline.sinks import Rejected, RetryableSinkError, Sink
@@ -169,8 +168,6 @@ class Pipeline:
         bounds.append(f"{ms}-{seq + 1}")  # everything after it is undelivered
         minid = min(bounds, key=lambda i: tuple(int(p) for p in i.split("-")))
         removed: int = client.xtrim(stream, minid=minid, approximate=False)
-        if removed:
-            client.incrby(removed_key(stream), removed)
         return removed
 
     def _claim_due(self) -> list[Entry]:

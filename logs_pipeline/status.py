@@ -1,13 +1,15 @@
 """The state of the records stream and its consumer group, for `status` and the pipeline.
 
 Bounded Redis calls only (`XLEN`, `XINFO STREAM`, `XINFO GROUPS`, `XINFO CONSUMERS`, `XPENDING`
-summary, one `GET`): the compose healthcheck calls `status` every 30 s, and it must answer as
-fast with a million entries behind as with none.
+summary): the compose healthcheck calls `status` every 30 s, and it must answer as fast with a
+million entries behind as with none.
 
-Entries trimmed before the pipeline acknowledged them (the stream's `STREAM_MAX_LEN` cap at work)
-are found by arithmetic: entries ever added, minus entries still in the stream, minus entries
-removed after their acknowledgment, which the pipeline's trim and `DELETE /logs` count in
-`{stream}:removed`. (Redis's own `lag` cannot tell: it counts a trimmed entry as still waiting.)
+Entries trimmed before the group read them (the stream's `STREAM_MAX_LEN` cap at work) leave a
+gap between the group's last-delivered id and the stream's first entry. While there is one,
+every entry still in the stream is undelivered, so the gap holds: entries ever added, minus
+entries the group read, minus the stream's length. (Redis's own `lag` counts a trimmed entry
+as still waiting.) Once the group reads past the gap, Redis counts those entries as read: the
+pipeline's collector reports them when it meets them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import Any
 
 import redis
 
-from inferlog.telemetry.keys import removed_key
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
 
 
 def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
@@ -28,6 +33,19 @@ def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] |
     return next((g for g in groups if g["name"] == group), None)
 
 
+def trimmed_before_delivery(stream_info: dict[str, Any], group: dict[str, Any]) -> int | None:
+    first = stream_info.get("first-entry")
+    last_delivered = group["last-delivered-id"]
+    if not first or _id(first[0]) <= _id(last_delivered):
+        return 0  # no gap: nothing undelivered was trimmed
+    read = group.get("entries-read")
+    if read is None:
+        if last_delivered != "0-0":
+            return None  # Redis cannot tell (the group was moved with XGROUP SETID)
+        read = 0
+    return max(0, stream_info["entries-added"] - read - stream_info["length"])
+
+
 def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
     length = client.xlen(stream)
     report: dict[str, Any] = {"stream": stream, "group": group, "length": length}
@@ -36,8 +54,6 @@ def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any
         report.update(pending=0, lag=length, consumers=[], trimmed_before_delivery=0)
         return report
     consumers = client.xinfo_consumers(stream, group)
-    added = client.xinfo_stream(stream)["entries-added"]
-    removed = int(client.get(removed_key(stream)) or 0)
     report.update(
         pending=client.xpending(stream, group)["pending"],
         lag=info.get("lag"),
@@ -45,6 +61,6 @@ def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any
         consumers=[
             {"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]} for c in consumers
         ],
-        trimmed_before_delivery=max(0, added - length - removed),
+        trimmed_before_delivery=trimmed_before_delivery(client.xinfo_stream(stream), info),
     )
     return report

@@ -90,4 +90,6 @@ def test_images_are_locked_slim_non_root_and_healthchecked(dockerfile: str) -> N
 def test_the_compose_ui_reads_with_the_apis_read_key_and_records_need_a_key() -> None:
     api, ui = SERVICES["api"]["environment"], SERVICES["ui"]["environment"]
     assert api["API_KEYS"].startswith("${API_KEYS:?")  # required: the stack never starts open
-    assert api["API_READ_KEYS"] == ui["UI_API_KEY"] == "${UI_API_KEY:?set UI_API_KEY in .env}"
+    assert ui["UI_API_KEY"] == "${UI_API_KEY:?set UI_API_KEY in .env}"
+    assert api["API_READ_KEYS"].split(",") == [ui["UI_API_KEY"], "${API_READ_KEYS:-}"]
+    assert api["REQUIRE_API_KEY"] == "${REQUIRE_API_KEY:-false}"

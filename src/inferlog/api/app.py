@@ -132,7 +132,9 @@ def create_app(
         app.state.live_log = LiveLog(
             client, settings.redis_stream, settings.redis_group, settings.live_window_seconds
         )
-        app.state.window_reader = WindowReader(window_of(settings), model.reference)
+        app.state.window_reader = WindowReader(
+            window_of(settings), model.reference, settings.log_level
+        )
         if start_reader:
             app.state.window_reader.start()
         if shipper is not None:

@@ -15,11 +15,6 @@ def stats_key(stream: str, minute: dt.datetime) -> str:
     return f"{stream}:stats:{minute:%Y-%m-%dT%H:%M}"
 
 
-def removed_key(stream: str) -> str:
-    """How many acknowledged entries were removed from the stream (trim, DELETE /logs), ever."""
-    return f"{stream}:removed"
-
-
 def spool_offset_key(stream: str, segment: str) -> str:
     """How far one spool segment has been shipped."""
     return f"{stream}:spool:{segment}"

@@ -16,8 +16,9 @@
   records to the live statistics (`stats.py`); after it, each record's transaction id is
   indexed to its entry id for keyed lookups. After a connection failure the
   shipper reads the offsets back from Redis, since a transaction whose answer was lost may have
-  been applied; after a failed command it puts the offset back (Redis applies the rest of a
-  transaction whose command failed).
+  been applied; after a failed command it takes the offset and the statistics back, in one
+  transaction sent before anything else (Redis applies the rest of a transaction whose
+  command failed).
 - While Redis is unreachable, records stay in the spool, fsynced after each failed pass, and
   passes back off up to 5 s (a full batch does not wake a shipper that is backing off). If the
   spool refuses a record (disk full, `SPOOL_MAX_BYTES`), it waits in memory, up to
@@ -55,6 +56,16 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 5.0
 FIRST_BACKOFF_SECONDS = 0.1
 OFFSET_TTL_SECONDS = 30 * 24 * 3600  # the spool's offset file is the lasting copy
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A batch's place in its spool segment: the key of the committed offset in Redis, the
+    offset before the batch and after it."""
+
+    key: str
+    end: int
+    start: int
 
 
 @dataclass
@@ -106,6 +117,7 @@ class Shipper:
         self._unsynced = False  # spool writes not fsynced yet (only matters while Redis is down)
         self._counts = ShipperCounters()
         self._taken: list[Segment] = []  # taken over, not yet checked against Redis
+        self._undo: tuple[stats.Tally, Offset | None] | None = None  # a failed batch's effects
         self._spool_problem: str | None = None
         self._pass_problem: str | None = None
         self._idle = threading.Event()  # waited on from other threads (tests, benchmarks)
@@ -275,6 +287,8 @@ class Shipper:
 
     async def _ship(self) -> None:
         assert self._client is not None
+        if self._undo is not None:
+            await self._take_back()
         if self._resync:
             await self._sync_offsets()
         for segment in list(self._spool.segments):
@@ -288,14 +302,7 @@ class Shipper:
                     segment.pending = 0
                     break
                 records = self._records_of(lines, segment)
-                try:
-                    await self._xadd(records, (key, end))
-                except redis.ResponseError:
-                    # A command of the transaction failed (a stream key of the wrong type,
-                    # say): Redis applied the others, the new offset among them. Put it back,
-                    # or the next resync would skip records that are not in the stream.
-                    await self._client.set(key, segment.offset, ex=OFFSET_TTL_SECONDS)
-                    raise
+                await self._xadd(records, Offset(key, end, segment.offset))
                 segment.commit(end, len(lines))
                 self._shipped(len(records))
             if self._spool.release(segment):
@@ -355,7 +362,7 @@ class Shipper:
             )
         return records
 
-    async def _xadd(self, records: list[str], offset: tuple[str, int] | None) -> None:
+    async def _xadd(self, records: list[str], offset: Offset | None) -> None:
         """One transaction: the records, their live statistics and the spool offset. Then the
         transaction-id index (`GET /logs/{id}`), which needs the entry ids Redis just made."""
         assert self._client is not None
@@ -370,19 +377,30 @@ class Shipper:
                 )
             stats.write_commands(pipe, self._stream, counts, self._window_seconds)
             if offset is not None:
-                pipe.set(offset[0], offset[1], ex=OFFSET_TTL_SECONDS)
+                pipe.set(offset.key, offset.end, ex=OFFSET_TTL_SECONDS)
             replies = await pipe.execute(raise_on_error=False)
         failed = [reply for reply in replies if isinstance(reply, Exception)]
         if any(isinstance(reply, Exception) for reply in replies[: len(records)]):
-            # Redis applied the rest of the transaction: take the statistics back, since the
-            # batch will be sent again (the caller puts the offset back).
-            async with self._client.pipeline(transaction=True) as pipe:
-                stats.write_commands(pipe, self._stream, counts.negated(), self._window_seconds)
-                await pipe.execute(raise_on_error=False)
+            # A command failed (a stream key of the wrong type, say) and Redis applied the
+            # rest: the statistics and the new offset. Both are taken back, in one
+            # transaction, before anything else is sent: else the next resync would skip
+            # records that are not in the stream, and the retry would count them twice.
+            self._undo = (counts.negated(), offset)
+            await self._take_back()
             raise failed[0]
         if failed:  # only the statistics (a key of the wrong type): the records are in
             log.warning("live statistics not counted for %d records: %s", len(records), failed[0])
         await self._index(counts.transaction_ids, replies[: len(records)])
+
+    async def _take_back(self) -> None:
+        assert self._client is not None and self._undo is not None
+        counts, offset = self._undo
+        async with self._client.pipeline(transaction=True) as pipe:
+            stats.write_commands(pipe, self._stream, counts, self._window_seconds)
+            if offset is not None:
+                pipe.set(offset.key, offset.start, ex=OFFSET_TTL_SECONDS)
+            await pipe.execute(raise_on_error=False)
+        self._undo = None
 
     async def _index(self, transaction_ids: list[str | None], entry_ids: list[str]) -> None:
         """A lost index entry costs only the keyed lookup of that record (it is still in the

@@ -4,7 +4,8 @@ Write side: the shipper adds each batch's counts (`tally`) in the same MULTI/EXE
 XADDs and spool offset. A record is counted exactly when it enters the stream, once, whichever
 API process ships it, and whether or not the logs pipeline or Elasticsearch is running: the
 Monitoring tab shows the traffic exactly when an engineer needs it. The cost is one more JSON
-decode per record in the API process, off the request path (`bench/telemetry_costs.py`).
+decode per record in the API process: in no request's path, but on the same event loop, once
+per record (measured by `bench/telemetry_costs.py`, in `docs/performance.md`).
 (Counting in the logs pipeline would make the statistics stop whenever the pipeline is stuck on
 a refusing sink, and count a batch twice when it is redelivered.)
 
@@ -13,7 +14,8 @@ hashes, whatever the traffic) and `summarize`s them. No record is read back.
 
 Latency percentiles come from a DDSketch (the `ddsketch` library's logarithmic mapping, relative
 accuracy 1 %): each latency is counted in the bucket `key(ms)`; buckets of minutes and routes
-merge by addition. A percentile is within 1 % (relative) of the exact order statistic
+merge by addition, and a quantile is DDSketch's: the bucket holding rank `q * (n - 1)`. A
+percentile is within 1 % (relative) of the exact order statistic
 `numpy.percentile(..., method="lower")` of the same latencies (tests/unit/test_stats.py).
 """
 
@@ -28,7 +30,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 
 from inferlog.telemetry.keys import stats_key
@@ -102,16 +103,28 @@ def tally(records: Iterable[str], route_of: RouteOf, oldest: dt.datetime) -> Tal
         try:
             record = json.loads(text)
             moment = minute_of(dt.datetime.fromisoformat(record["@timestamp"]))
-            result.transaction_ids.append(record["transaction"]["id"])
-        except (ValueError, KeyError, TypeError):
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.UTC)
+            result.transaction_ids.append(str(record["transaction"]["id"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
             result.transaction_ids.append(None)  # the pipeline dead-letters it
             continue
         if moment < oldest:  # a record from a spool taken over late: its minute has gone
             continue
+        # Counted apart, then merged: a record that breaks half-way counts nothing, and no
+        # record can stop the shipper.
+        counts: Counter[str] = Counter()
+        sums: dict[str, float] = defaultdict(float)
         try:
-            _count(record, route_of, result.minutes[moment], result.sums[moment])
-        except (KeyError, TypeError, AttributeError):
-            log.warning("record %s lacks a field the statistics need", record["transaction"])
+            _count(record, route_of, counts, sums)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            log.warning(
+                "record %s not counted in the statistics: %r", result.transaction_ids[-1], exc
+            )
+            continue
+        result.minutes[moment].update(counts)
+        for name, total in sums.items():
+            result.sums[moment][name] += total
     return result
 
 
@@ -126,7 +139,8 @@ def _count(
     if status >= 400:
         counts[f"route_errors|{route}"] += 1
         counts[f"error|{record.get('error', {}).get('type', 'unknown')}"] += 1
-    counts[f"latency|{route}|{MAPPING.key(record['event']['duration'] / 1e6)}"] += 1
+    latency_ms = max(record["event"]["duration"] / 1e6, MAPPING.min_possible)
+    counts[f"latency|{route}|{MAPPING.key(latency_ms)}"] += 1
     ml = record.get("ml")
     if ml is None:
         return
@@ -176,47 +190,63 @@ async def read_window(client: Any, stream: str, minutes: list[dt.datetime]) -> l
         return await pipe.execute()
 
 
-def _sketch(buckets: Counter[int]) -> DDSketch:
-    sketch = DDSketch(RELATIVE_ACCURACY)
-    for key, count in buckets.items():
-        sketch.add(MAPPING.value(key), count)
-    return sketch
+QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 
 
-def percentiles(buckets: Counter[int]) -> dict[str, float | None]:
-    if not buckets:
-        return {"p50": None, "p95": None, "p99": None}
-    sketch = _sketch(buckets)
-    values = {}
-    for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
-        value = sketch.get_quantile_value(q)
-        values[name] = None if value is None else round(float(value), 3)
+def percentiles(buckets: dict[int, int]) -> dict[str, float | None]:
+    """DDSketch's quantiles (the rank `q * (n - 1)`, lower), walked over the sorted buckets."""
+    total = sum(buckets.values())
+    if not total:
+        return {name: None for name, _ in QUANTILES}
+    keys = sorted(buckets)
+    values: dict[str, float | None] = {}
+    for name, q in QUANTILES:
+        rank, running = q * (total - 1), 0
+        for key in keys:
+            running += buckets[key]
+            if running > rank:
+                values[name] = float(f"{MAPPING.value(key):.4g}")  # keeps the 1 % at any scale
+                break
     return values
 
 
 @dataclass
-class _Merged:
+class _Minute:
+    """One minute's hash, parsed: plain counters and latency buckets per route."""
+
     counts: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    latency: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    latency: dict[str, dict[int, int]] = field(default_factory=dict)
 
-
-def _merge(hashes: Iterable[dict[str, str]]) -> _Merged:
-    merged = _Merged()
-    for fields in hashes:
+    @classmethod
+    def parse(cls, fields: dict[str, str]) -> _Minute:
+        minute = cls()
         for name, value in fields.items():
             if name.startswith("latency|"):
+                if int(value) <= 0:  # a bucket taken back by the shipper (a failed batch)
+                    continue
                 _, route, key = name.rsplit("|", 2)
-                merged.latency[route][int(key)] += int(value)
+                minute.latency.setdefault(route, {})[int(key)] = int(value)
             else:
-                merged.counts[name] += float(value)
-    return merged
+                minute.counts[name] = float(value)
+        return minute
 
+    def add(self, other: _Minute) -> None:
+        for name, value in other.counts.items():
+            self.counts[name] += value
+        for route, buckets in other.latency.items():
+            mine = self.latency.setdefault(route, {})
+            for key, count in buckets.items():
+                mine[key] = mine.get(key, 0) + count
 
-def _prediction_latency(merged: _Merged) -> Counter[int]:
-    total: Counter[int] = Counter()
-    for route in PREDICTION_ROUTES:
-        total.update(merged.latency.get(route, Counter()))
-    return total
+    def prediction_latency(self) -> dict[int, int]:
+        total: dict[int, int] = {}
+        for route in PREDICTION_ROUTES:
+            for key, count in self.latency.get(route, {}).items():
+                total[key] = total.get(key, 0) + count
+        return total
+
+    def predictions(self) -> int:
+        return int(sum(self.counts.get(f"route|{r}", 0) for r in PREDICTION_ROUTES))
 
 
 def _prefixed(counts: dict[str, float], prefix: str) -> dict[str, float]:
@@ -249,33 +279,27 @@ def _mean(total: float, count: float) -> float | None:
 
 def summarize(minutes: list[dt.datetime], hashes: list[dict[str, str]]) -> dict[str, Any]:
     """The statistics of the window from its per-minute hashes (`minutes` oldest first)."""
-    per_minute = [_merge([fields]) for fields in hashes]
-    merged = _merge(hashes)
-    counts = merged.counts
+    per_minute = [_Minute.parse(fields) for fields in hashes]
+    window = _Minute()
+    for minute in per_minute:
+        window.add(minute)
+    counts = window.counts
     routes = _prefixed(counts, "route|")
-    predictions = sum(routes.get(r, 0) for r in PREDICTION_ROUTES)
-    prediction_errors = sum(counts[f"route_errors|{r}"] for r in PREDICTION_ROUTES)
+    predictions = window.predictions()
+    prediction_errors = sum(counts.get(f"route_errors|{r}", 0) for r in PREDICTION_ROUTES)
     statuses = {k: int(v) for k, v in sorted(_prefixed(counts, "status|").items())}
     requests = int(counts["requests"])
     errors = sum(n for code, n in statuses.items() if int(code) >= 400)
-    last_rss = next(
-        (
-            _mean(m.counts["rss_mb"], m.counts["inferences"])
-            for m in reversed(per_minute)
-            if m.counts["inferences"]
-        ),
-        None,
-    )
+    server_errors = sum(n for code, n in statuses.items() if int(code) >= 500)
+    profiled_minutes = [m for m in per_minute if m.counts["inferences"]]
     throughput = [
         {
-            "minute": f"{minute:%Y-%m-%dT%H:%M}",
-            "requests": int(sum(m.counts[f"route|{r}"] for r in PREDICTION_ROUTES)),
-            "other_requests": int(
-                m.counts["requests"] - sum(m.counts[f"route|{r}"] for r in PREDICTION_ROUTES)
-            ),
-            **percentiles(_prediction_latency(m)),
+            "minute": f"{when:%Y-%m-%dT%H:%M}",
+            "requests": m.predictions(),
+            "other_requests": int(m.counts["requests"]) - m.predictions(),
+            **percentiles(m.prediction_latency()),
         }
-        for minute, m in zip(minutes, per_minute, strict=True)
+        for when, m in zip(minutes, per_minute, strict=True)
     ]
     return {
         "minutes": len(minutes),
@@ -283,29 +307,29 @@ def summarize(minutes: list[dt.datetime], hashes: list[dict[str, str]]) -> dict[
         "requests": requests,
         "errors": errors,
         "error_rate": errors / requests if requests else 0.0,
-        "server_error_rate": (
-            sum(n for code, n in statuses.items() if int(code) >= 500) / requests
-            if requests
-            else 0.0
-        ),
+        "server_error_rate": server_errors / requests if requests else 0.0,
         "status_counts": statuses,
         "error_types": {k: int(v) for k, v in sorted(_prefixed(counts, "error|").items())},
         "prediction_routes": list(PREDICTION_ROUTES),
-        "predictions": int(predictions),
+        "predictions": predictions,
         "prediction_error_rate": prediction_errors / predictions if predictions else 0.0,
         "throughput_per_minute": predictions / len(minutes),
         "last_minute_requests": throughput[-2]["requests"] if len(throughput) > 1 else None,
         "throughput": throughput,
-        "latency_ms": percentiles(_prediction_latency(merged)),
+        "latency_ms": percentiles(window.prediction_latency()),
         "latency_ms_by_route": {
             route: {"requests": int(routes.get(route, 0)), **percentiles(buckets)}
-            for route, buckets in sorted(merged.latency.items())
+            for route, buckets in sorted(window.latency.items())
         },
         "inferences": int(counts["inferences"]),
         "profiled": int(counts["profiled"]),
         "mean_inference_ms": _mean(counts["inference_ms"], counts["inferences"]),
         "mean_cpu_ms": _mean(counts["cpu_ms"], counts["inferences"]),
-        "rss_mb": last_rss,
+        "rss_mb": (
+            _mean(profiled_minutes[-1].counts["rss_mb"], profiled_minutes[-1].counts["inferences"])
+            if profiled_minutes
+            else None
+        ),
         "labels": {k: int(v) for k, v in sorted(_prefixed(counts, "label|").items())},
         "hottest_functions": _hottest(counts),
     }

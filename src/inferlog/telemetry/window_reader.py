@@ -3,9 +3,10 @@
 A filtered `GET /logs`, `GET /drift` and `DELETE /logs` may read thousands of records (up to
 `SCAN_MAX_RECORDS`). Decoded on the event loop, that stalls every inference in flight (one
 poll of 10,000 records took 1.4 s); in a thread it would still hold the GIL against the
-inference thread. So each API process starts one reader process (on first use, with `spawn`:
-no copy of the server's threads or sockets), which has its own Redis connection and answers
-with the response body already encoded: the event loop only passes bytes along.
+inference thread. So each API process starts one reader process (at startup in a server, else
+on first use; with `spawn`: no copy of the server's threads or sockets), which has its own
+Redis connection and answers with the response body already encoded: the event loop only
+passes bytes along.
 
 Stream ids start with a millisecond timestamp, so a time bound is an id bound.
 `DELETE /logs` removes only entries the logs pipeline has acknowledged: delivered to its
@@ -19,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import multiprocessing
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,12 +30,12 @@ from typing import Any
 import numpy as np
 import redis
 
-from inferlog.telemetry.keys import removed_key
 from inferlog.telemetry.record import RECORD_FIELD, status_matches
 
 log = logging.getLogger(__name__)
 
 PAGE = 500
+SHIPPED_WITHIN = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -47,16 +49,19 @@ class Window:
     max_records: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LogFilter:
     since: dt.datetime | None = None
+    until: dt.datetime | None = None
     status: str | None = None
     path: str | None = None
     request_id: str | None = None
 
     def keeps(self, record: dict[str, Any]) -> bool:
-        if self.since is not None and dt.datetime.fromisoformat(record["@timestamp"]) < self.since:
-            return False
+        if self.since is not None or self.until is not None:
+            moment = dt.datetime.fromisoformat(record["@timestamp"])
+            if (self.since and moment < self.since) or (self.until and moment > self.until):
+                return False
         if self.request_id is not None and record["http"]["request"].get("id") != self.request_id:
             return False
         if self.path is not None and record["url"]["path"] != self.path:
@@ -75,9 +80,12 @@ _clients: dict[str, redis.Redis] = {}
 _reference: dict[str, Any] | None = None
 
 
-def _init(reference: dict[str, Any] | None) -> None:
+def _init(reference: dict[str, Any] | None, log_level: str) -> None:
     global _reference
     _reference = reference
+    # Ctrl-C in a terminal reaches the whole process group: the API stops this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _warm() -> None:
@@ -108,7 +116,9 @@ def _newest_first(
     """Records of the window, newest first, at most `max_records`; unreadable ones skipped."""
     start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window.window_seconds)
     low = _ms_id(max(start, since) if since else start)
-    high = "+" if until is None else _ms_id(until + dt.timedelta(milliseconds=1))
+    # An entry's id is the time it was shipped, after its request: look a little past `until`
+    # (the caller filters on @timestamp).
+    high = "+" if until is None else _ms_id(until + SHIPPED_WITHIN)
     client, read = _client(window), 0
     while read < window.max_records:
         count = min(PAGE, window.max_records - read)
@@ -178,9 +188,11 @@ def _drift(
     assert _reference is not None, "the reader process has no reference statistics"
     records = 0
     pairs: list[tuple[dict[str, float], float]] = []
+    in_range = LogFilter(since=since, until=until)
     for record in _newest_first(window, since, until):
         records += 1
-        pairs += cases_of(record)
+        if in_range.keeps(record):
+            pairs += cases_of(record)
     inputs = matrix_of(case for case, _ in pairs)
     probabilities = np.array([p for _, p in pairs])
     report = drift_report(_reference, inputs, probabilities, min_cases, histograms)
@@ -212,10 +224,7 @@ def _delete_acknowledged(window: Window) -> dict[str, int]:
         entries = client.xrange(window.stream, min=low, max=group["last-delivered-id"], count=PAGE)
         acknowledged = [entry_id for entry_id, _ in entries if entry_id not in pending]
         if acknowledged:
-            gone = client.xdel(window.stream, *acknowledged)
-            # Counted for `logs_pipeline status`, which tells these from entries lost to the cap.
-            client.incrby(removed_key(window.stream), gone)
-            removed += gone
+            removed += client.xdel(window.stream, *acknowledged)
         if len(entries) < PAGE:
             break
         low = "(" + entries[-1][0]
@@ -226,11 +235,15 @@ def _delete_acknowledged(window: Window) -> dict[str, int]:
 
 
 class WindowReader:
-    """The API's handle on its reader process (started on first use)."""
+    """The API's handle on its reader process (started by `start()` or on first use). One
+    process: a long `DELETE /logs` makes the reads behind it wait."""
 
-    def __init__(self, window: Window, reference: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, window: Window, reference: dict[str, Any] | None = None, log_level: str = "INFO"
+    ) -> None:
         self.window = window
         self._reference = reference
+        self._log_level = log_level
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -239,7 +252,7 @@ class WindowReader:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init,
-                initargs=(self._reference,),
+                initargs=(self._reference, self._log_level),
             )
         return self._pool
 
@@ -248,11 +261,14 @@ class WindowReader:
 
     async def _run(self, *job: Any) -> Any:
         loop = asyncio.get_running_loop()
+        pool = self._executor()
         try:
-            ok, result = await loop.run_in_executor(self._executor(), _guarded, *job)
+            ok, result = await loop.run_in_executor(pool, _guarded, *job)
         except BrokenProcessPool as exc:  # killed (out of memory, say): a new one next time
             log.error("the reader process stopped: %s", exc)
-            self._pool = None
+            if self._pool is pool:  # not one another request has made since
+                pool.shutdown(wait=False)
+                self._pool = None
             raise ReaderError("the reader process stopped; try again") from exc
         if not ok:
             raise ReaderError(result)

@@ -68,13 +68,19 @@ async def recent_logs(
         str | None, Query(description="the client's own X-Request-ID (http.request.id)")
     ] = None,
 ) -> Any:
-    keep = LogFilter(as_utc(since), status, path, request_id)
+    keep = LogFilter(since=as_utc(since), status=status, path=path, request_id=request_id)
     live = _live_log(request)
     if transaction_id is not None:  # a keyed lookup, not a scan
         with redis_errors():
             record = await live.find(transaction_id)
         records = [record] if record is not None and keep.keeps(record) else []
-        return {"count": len(records), "window_seconds": live.window_seconds, "records": records}
+        return {
+            "count": len(records),
+            "window_seconds": live.window_seconds,
+            "scanned": int(record is not None),
+            "truncated": False,
+            "records": records,
+        }
     with redis_errors():
         return json_body(await _reader(request).logs(limit, keep))
 
