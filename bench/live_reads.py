@@ -52,8 +52,11 @@ POLL_SECONDS = 3.0
 def poll(base: str, transaction_id: str, seconds: float) -> None:
     """The watcher (run in its own process): poll like the UI, print the latencies as JSON."""
     latencies: dict[str, list[float]] = {"stats": [], "by_transaction": []}
-    deadline = time.monotonic() + seconds
     with httpx.Client(base_url=base, timeout=30) as client:
+        # Started (imports and all) before the phase, not during it: say so, wait for "go".
+        print("ready", flush=True)
+        sys.stdin.readline()
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for name, path, params in (
                 ("stats", "/logs/stats", {}),
@@ -158,14 +161,20 @@ def main() -> None:
                             *(sys.executable, __file__, "--poll", base, transaction_id),
                             *("--seconds", str(args.seconds)),
                         ],
+                        stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         text=True,
                     )
+                    assert watcher.stdin is not None and watcher.stdout is not None
+                    assert watcher.stdout.readline().strip() == "ready"
+                    time.sleep(2)  # let the machine settle after the watcher's start
+                    watcher.stdin.write("go\n")
+                    watcher.stdin.flush()
                 run = one_run(wrk, script, base, 1, args.seconds, f"{phase}{round_no}")
                 results[phase].append(run)
                 if watcher is not None:
                     out, _ = watcher.communicate(timeout=120)
-                    for name, values in json.loads(out).items():
+                    for name, values in json.loads(out.strip().splitlines()[-1]).items():
                         results["polls"].setdefault(name, []).extend(values)
                 print(
                     f"round {round_no + 1} {phase}: p50 {run.p50_ms:.2f} ms, "

@@ -567,3 +567,33 @@ def test_a_stream_key_of_the_wrong_type_neither_loses_records_nor_inflates_stati
     assert stats["predictions"] == 4
     assert stats["requests"] == 4
     assert len(stream_records(redis_server, stream)) == 4
+
+
+def test_statistics_reread_a_late_record_in_a_closed_minute_within_a_dozen_calls(
+    redis_server: RedisServer,
+) -> None:
+    import asyncio
+    import datetime as dt
+
+    from inferlog.telemetry.keys import stats_key
+    from inferlog.telemetry.live_log import LiveLog, connect
+
+    stream = f"test:{time.monotonic_ns()}"
+    now = dt.datetime.now(dt.UTC)
+    old = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=30)
+    r = redis_server.client()
+    r.hset(stats_key(stream, old), mapping={"requests": 1, "route|POST /predict": 1})
+
+    async def calls() -> list[int]:
+        live = LiveLog(connect(redis_server.url), stream, "g", 3600)
+        seen = [(await live.statistics(now))["predictions"]]
+        # A spool taken over ships a record of that minute, half an hour late.
+        r.hincrby(stats_key(stream, old), "route|POST /predict", 1)
+        for _ in range(12):
+            seen.append((await live.statistics(now))["predictions"])
+        await live.client.aclose()
+        return seen
+
+    seen = asyncio.run(calls())
+    assert seen[0] == 1 and seen[-1] == 2
+    assert seen[1] == 1  # a closed minute is not re-read on every call

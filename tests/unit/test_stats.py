@@ -14,6 +14,7 @@ from inferlog.telemetry.stats import (
     MAPPING,
     PREDICTION_ROUTES,
     RELATIVE_ACCURACY,
+    Minute,
     Tally,
     percentiles,
     route_matcher,
@@ -89,7 +90,7 @@ def as_redis(counts: Tally) -> dict[dt.datetime, dict[str, str]]:
 def window_stats(records: list[str], window_seconds: int = 360) -> dict[str, Any]:
     hashes = as_redis(tally(records, ROUTES, OLDEST))
     minutes = window_minutes(NOW, window_seconds)
-    return summarize(minutes, [hashes.get(m, {}) for m in minutes])
+    return summarize(minutes, [Minute.parse(hashes.get(m, {})) for m in minutes])
 
 
 def test_counts_rates_labels_and_functions_equal_the_numbers_by_hand() -> None:
@@ -201,7 +202,8 @@ def test_buckets_taken_back_by_the_shipper_are_not_latencies() -> None:
     (fields,) = hashes.values()
     taken_back = {name: "0" for name in fields}  # a failed batch, undone: every field at 0
     minutes = window_minutes(NOW, 360)
-    stats = summarize(minutes, [taken_back if m == next(iter(hashes)) else {} for m in minutes])
+    parsed = [Minute.parse(taken_back if m == next(iter(hashes)) else {}) for m in minutes]
+    stats = summarize(minutes, parsed)
     assert stats["requests"] == 0
     assert stats["latency_ms"] == {"p50": None, "p95": None, "p99": None}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from typing import Any
 
 import redis
@@ -22,6 +23,8 @@ from inferlog.telemetry.keys import transaction_key
 from inferlog.telemetry.record import RECORD_FIELD
 
 log = logging.getLogger(__name__)
+
+REREAD_PER_CALL = 5
 
 
 def connect(url: str) -> redis.asyncio.Redis:
@@ -45,6 +48,7 @@ class LiveLog:
         self.stream = stream
         self.group = group
         self.window_seconds = window_seconds
+        self._minutes: dict[dt.datetime, tuple[float, stats.Minute]] = {}  # parsed, read when
 
     async def find(self, transaction_id: str) -> dict[str, Any] | None:
         entry_id = await self.client.get(transaction_key(self.stream, transaction_id))
@@ -61,9 +65,25 @@ class LiveLog:
         return record
 
     async def statistics(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        """The window's statistics. A minute more than a minute old changes only when a late
+        record arrives (a spool taken over): those are kept parsed and re-read a few per call,
+        oldest read first, so a call reads ~7 hashes instead of 60 and every minute is fresh
+        within ~12 calls."""
         minutes = stats.window_minutes(now or dt.datetime.now(dt.UTC), self.window_seconds)
-        hashes = await stats.read_window(self.client, self.stream, minutes)
-        return stats.summarize(minutes, hashes)
+        still_growing = set(minutes[-2:])
+        closed = sorted(
+            (m for m in minutes if m in self._minutes and m not in still_growing),
+            key=lambda m: self._minutes[m][0],
+        )
+        due = set(closed[:REREAD_PER_CALL])
+        wanted = [m for m in minutes if m not in self._minutes or m in still_growing or m in due]
+        hashes = await stats.read_window(self.client, self.stream, wanted)
+        read_at = time.monotonic()
+        for minute, fields in zip(wanted, hashes, strict=True):
+            self._minutes[minute] = (read_at, stats.Minute.parse(fields))
+        for minute in set(self._minutes) - set(minutes):
+            del self._minutes[minute]
+        return stats.summarize(minutes, [self._minutes[m][1] for m in minutes])
 
     async def stream_info(self) -> dict[str, Any]:
         length = await self.client.xlen(self.stream)

@@ -22,6 +22,7 @@ percentile is within 1 % (relative) of the exact order statistic
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -211,14 +212,14 @@ def percentiles(buckets: dict[int, int]) -> dict[str, float | None]:
 
 
 @dataclass
-class _Minute:
+class Minute:
     """One minute's hash, parsed: plain counters and latency buckets per route."""
 
     counts: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     latency: dict[str, dict[int, int]] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, fields: dict[str, str]) -> _Minute:
+    def parse(cls, fields: dict[str, str]) -> Minute:
         minute = cls()
         for name, value in fields.items():
             if name.startswith("latency|"):
@@ -230,13 +231,18 @@ class _Minute:
                 minute.counts[name] = float(value)
         return minute
 
-    def add(self, other: _Minute) -> None:
+    def add(self, other: Minute) -> None:
         for name, value in other.counts.items():
             self.counts[name] += value
         for route, buckets in other.latency.items():
             mine = self.latency.setdefault(route, {})
             for key, count in buckets.items():
                 mine[key] = mine.get(key, 0) + count
+
+    @functools.cached_property
+    def prediction_percentiles(self) -> dict[str, float | None]:
+        """Of a minute read once and kept (see `LiveLog.statistics`): computed once."""
+        return percentiles(self.prediction_latency())
 
     def prediction_latency(self) -> dict[int, int]:
         total: dict[int, int] = {}
@@ -277,10 +283,9 @@ def _mean(total: float, count: float) -> float | None:
     return round(total / count, 3) if count else None
 
 
-def summarize(minutes: list[dt.datetime], hashes: list[dict[str, str]]) -> dict[str, Any]:
-    """The statistics of the window from its per-minute hashes (`minutes` oldest first)."""
-    per_minute = [_Minute.parse(fields) for fields in hashes]
-    window = _Minute()
+def summarize(minutes: list[dt.datetime], per_minute: list[Minute]) -> dict[str, Any]:
+    """The statistics of the window from its parsed per-minute hashes (oldest first)."""
+    window = Minute()
     for minute in per_minute:
         window.add(minute)
     counts = window.counts
@@ -297,7 +302,7 @@ def summarize(minutes: list[dt.datetime], hashes: list[dict[str, str]]) -> dict[
             "minute": f"{when:%Y-%m-%dT%H:%M}",
             "requests": m.predictions(),
             "other_requests": int(m.counts["requests"]) - m.predictions(),
-            **percentiles(m.prediction_latency()),
+            **m.prediction_percentiles,
         }
         for when, m in zip(minutes, per_minute, strict=True)
     ]
