@@ -80,9 +80,10 @@ def record(
 def as_redis(counts: Tally) -> dict[dt.datetime, dict[str, str]]:
     """What HGETALL answers after the increments: field -> decimal text."""
     hashes: dict[dt.datetime, dict[str, str]] = {}
-    for minute in counts.minutes.keys() | counts.sums.keys():
-        fields = {k: str(v) for k, v in counts.minutes.get(minute, {}).items()}
-        fields |= {k: repr(round(v, 4)) for k, v in counts.sums.get(minute, {}).items()}
+    for minute in counts.minutes.keys() | counts.sums.keys() | counts.functions.keys():
+        integers, floats = counts.fields(minute)
+        fields = {k: str(v) for k, v in integers.items()}
+        fields |= {k: repr(round(v, 4)) for k, v in floats.items()}
         hashes[minute] = fields
     return hashes
 

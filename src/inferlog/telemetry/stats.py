@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import logging
 import re
 from collections import Counter, defaultdict
@@ -31,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
 from ddsketch.mapping import LogarithmicMapping
 
 from inferlog.telemetry.keys import stats_key
@@ -57,6 +57,7 @@ def route_matcher(routes: Iterable[tuple[str, re.Pattern[str], set[str]]]) -> Ro
     names stay few whatever paths clients invent."""
     table = list(routes)
 
+    @functools.lru_cache(maxsize=1024)  # the same few paths, over and over
     def route_of(method: str, path: str) -> str:
         for template, regex, methods in table:
             if method in methods and regex.match(path):
@@ -69,13 +70,19 @@ def route_matcher(routes: Iterable[tuple[str, re.Pattern[str], set[str]]]) -> Ro
 # -- write side -----------------------------------------------------------------------------
 
 
+FunctionKey = tuple[int, str, str]  # line, file, function
+
+
 @dataclass
 class Tally:
     """Counter increments per minute, and the transaction ids, of one batch of records."""
 
     minutes: dict[dt.datetime, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    sums: dict[dt.datetime, dict[str, float]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    sums: dict[dt.datetime, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    # Per function: calls, requests, cumulative ms, own ms. Field names are made once per
+    # batch, not per record: a record names ten functions.
+    functions: dict[dt.datetime, dict[FunctionKey, list[float]]] = field(
+        default_factory=lambda: defaultdict(dict)
     )
     transaction_ids: list[str | None] = field(default_factory=list)
 
@@ -83,10 +90,26 @@ class Tally:
         """The increments that take this tally back."""
         undo = Tally(transaction_ids=self.transaction_ids)
         for minute, counts in self.minutes.items():
-            undo.minutes[minute].update({name: -value for name, value in counts.items()})
+            undo.minutes[minute].subtract(counts)
         for minute, sums in self.sums.items():
-            undo.sums[minute].update({name: -total for name, total in sums.items()})
+            undo.sums[minute].subtract(sums)
+        for minute, functions in self.functions.items():
+            undo.functions[minute] = {k: [-v for v in values] for k, values in functions.items()}
         return undo
+
+    def fields(self, minute: dt.datetime) -> tuple[dict[str, int], dict[str, float]]:
+        """The minute's integer and float increments, by hash field name."""
+        counts = dict(self.minutes.get(minute, {}))
+        sums = dict(self.sums.get(minute, {}))
+        for (line, file, function), (calls, requests, cumtime, tottime) in self.functions.get(
+            minute, {}
+        ).items():
+            name = f"{line}|{file}|{function}"
+            counts[f"fn_calls|{name}"] = int(calls)
+            counts[f"fn_requests|{name}"] = int(requests)
+            sums[f"fn_cumtime_ms|{name}"] = cumtime
+            sums[f"fn_tottime_ms|{name}"] = tottime
+        return counts, sums
 
 
 def _outcomes(ml: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,74 +125,83 @@ def tally(records: Iterable[str], route_of: RouteOf, oldest: dt.datetime) -> Tal
     result = Tally()
     for text in records:
         try:
-            record = json.loads(text)
+            record = pydantic_core.from_json(text)  # Rust: about twice as fast as json.loads
             moment = minute_of(dt.datetime.fromisoformat(record["@timestamp"]))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=dt.UTC)
             result.transaction_ids.append(str(record["transaction"]["id"]))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # from_json: ValueError
             result.transaction_ids.append(None)  # the pipeline dead-letters it
             continue
         if moment < oldest:  # a record from a spool taken over late: its minute has gone
             continue
-        # Counted apart, then merged: a record that breaks half-way counts nothing, and no
-        # record can stop the shipper.
-        counts: Counter[str] = Counter()
-        sums: dict[str, float] = defaultdict(float)
         try:
-            _count(record, route_of, counts, sums)
+            _count(record, route_of, result, moment)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             log.warning(
                 "record %s not counted in the statistics: %r", result.transaction_ids[-1], exc
             )
-            continue
-        result.minutes[moment].update(counts)
-        for name, total in sums.items():
-            result.sums[moment][name] += total
     return result
 
 
-def _count(
-    record: dict[str, Any], route_of: RouteOf, counts: Counter[str], sums: dict[str, float]
-) -> None:
+def _count(record: dict[str, Any], route_of: RouteOf, result: Tally, minute: dt.datetime) -> None:
+    """Read everything first, then add: a record that lacks a field counts nothing."""
     status = record["http"]["response"]["status_code"]
     route = route_of(record["http"]["request"]["method"], record["url"]["path"])
-    counts["requests"] += 1
-    counts[f"status|{status}"] += 1
-    counts[f"route|{route}"] += 1
-    if status >= 400:
-        counts[f"route_errors|{route}"] += 1
-        counts[f"error|{record.get('error', {}).get('type', 'unknown')}"] += 1
     latency_ms = max(record["event"]["duration"] / 1e6, MAPPING.min_possible)
-    counts[f"latency|{route}|{MAPPING.key(latency_ms)}"] += 1
+    names = [
+        "requests",
+        f"status|{status}",
+        f"route|{route}",
+        f"latency|{route}|{MAPPING.key(latency_ms)}",
+    ]
+    if status >= 400:
+        names += [
+            f"route_errors|{route}",
+            f"error|{record.get('error', {}).get('type', 'unknown')}",
+        ]
     ml = record.get("ml")
-    if ml is None:
-        return
-    for outcome in _outcomes(ml):
-        counts[f"label|{outcome['label']}"] += 1
-    profile = ml["profile"]
-    counts["inferences"] += 1
-    sums["inference_ms"] += profile["inference_ms"]
-    sums["cpu_ms"] += profile["cpu_ms"]
-    sums["rss_mb"] += profile["rss_mb"]
-    if not profile["profiled"]:
-        return
-    counts["profiled"] += 1
-    for f in profile["top_functions"]:
-        name = f"{f['line']}|{f['file']}|{f['function']}"
-        counts[f"fn_calls|{name}"] += f["calls"]
-        counts[f"fn_requests|{name}"] += 1
-        sums[f"fn_cumtime_ms|{name}"] += f["cumtime_ms"]
-        sums[f"fn_tottime_ms|{name}"] += f["tottime_ms"]
+    sums: tuple[float, float, float] | None = None
+    functions: list[tuple[FunctionKey, int, float, float]] = []
+    if ml is not None:
+        names += [f"label|{outcome['label']}" for outcome in _outcomes(ml)]
+        profile = ml["profile"]
+        sums = (float(profile["inference_ms"]), float(profile["cpu_ms"]), float(profile["rss_mb"]))
+        names.append("inferences")
+        if profile["profiled"]:
+            names.append("profiled")
+            functions = [
+                (
+                    (f["line"], f["file"], f["function"]),
+                    f["calls"],
+                    f["cumtime_ms"],
+                    f["tottime_ms"],
+                )
+                for f in profile["top_functions"]
+            ]
+    result.minutes[minute].update(names)
+    if sums is not None:
+        totals = result.sums[minute]
+        totals["inference_ms"] += sums[0]
+        totals["cpu_ms"] += sums[1]
+        totals["rss_mb"] += sums[2]
+    known = result.functions[minute]
+    for key, calls, cumtime, tottime in functions:
+        values = known.setdefault(key, [0, 0, 0.0, 0.0])
+        values[0] += calls
+        values[1] += 1
+        values[2] += cumtime
+        values[3] += tottime
 
 
 def write_commands(pipe: Any, stream: str, counts: Tally, window_seconds: int) -> None:
     """Queue the increments on a Redis pipeline (the shipper's transaction)."""
-    for minute in counts.minutes.keys() | counts.sums.keys():
+    for minute in counts.minutes.keys() | counts.sums.keys() | counts.functions.keys():
         key = stats_key(stream, minute)
-        for name, value in counts.minutes.get(minute, Counter()).items():
+        integers, floats = counts.fields(minute)
+        for name, value in integers.items():
             pipe.hincrby(key, name, value)
-        for name, total in counts.sums.get(minute, {}).items():
+        for name, total in floats.items():
             pipe.hincrbyfloat(key, name, round(total, 4))
         pipe.expireat(key, int(minute.timestamp()) + window_seconds + KEY_GRACE_SECONDS)
 
