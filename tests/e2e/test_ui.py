@@ -131,7 +131,9 @@ def test_the_monitoring_request_count_grows_after_predictions(
     for percentile in ("p50", "p95", "p99"):  # the legend names each series
         expect(latency).to_contain_text(percentile)
     expect(page.locator("#throughput-plot")).to_contain_text("Predictions per minute")
-    expect(page.locator("#labels-plot")).to_contain_text(re.compile("benign|malignant"))
+    labels = page.locator("#labels-plot")  # the three cases hold both labels
+    expect(labels).to_contain_text("benign", timeout=10_000)
+    expect(labels).to_contain_text("malignant", timeout=10_000)
     page.screenshot(path=screenshots / "monitoring.png", full_page=True)
 
 
