@@ -181,7 +181,9 @@ def test_the_drift_tab_highlights_the_drifted_feature_and_plots_it(
     open_tab(page, "Drift")
     page.locator("#drift-refresh").click()
     table = page.locator("#drift-table")
-    expect(table.locator("tr.drifted")).to_contain_text("compactness_worst")
+    # The API may have just restarted (the test before): its reader process, which computes
+    # /drift, takes seconds to import scipy and scikit-learn here.
+    expect(table.locator("tr.drifted")).to_contain_text("compactness_worst", timeout=30_000)
     page.locator("#drift-feature input").fill("compactness_worst")
     page.locator("#drift-feature input").press("Enter")
     page.locator("#drift-summary").click()  # closes the dropdown
