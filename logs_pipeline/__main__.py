@@ -57,13 +57,17 @@ def names(settings: Settings) -> IndexNames:
     )
 
 
+REDIS_GRACE_SECONDS = 5.0
+
+
 def redis_client(settings: Settings) -> redis.Redis:
     client = redis.Redis.from_url(
         settings.redis_url.get_secret_value(),
         protocol=2,
         decode_responses=True,
         socket_connect_timeout=2.0,
-        socket_timeout=None,  # XREADGROUP blocks; the block time bounds the wait
+        # XREADGROUP blocks up to PIPELINE_BLOCK_MS: a Redis silent for longer is stuck.
+        socket_timeout=settings.pipeline_block_ms / 1000 + REDIS_GRACE_SECONDS,
     )
     try:
         client.ping()

@@ -188,15 +188,21 @@ class Pipeline:
         return handled
 
     def run(self, progress_every: float) -> None:
-        self.collector.ensure_group()
         next_report, last_entries, last_time = (
             time.monotonic() + progress_every,
             0,
             time.monotonic(),
         )
+        backoff, group_ready = 0.0, False
         while not self.stopping:
             try:
+                if not group_ready:
+                    self.collector.ensure_group()
+                    group_ready = True
                 self.step()
+                if backoff:
+                    log.info("Redis answers again")
+                    backoff = 0.0
                 if time.monotonic() >= next_report:
                     now = time.monotonic()
                     rate = (self.counters.entries - last_entries) / (now - last_time)
@@ -210,9 +216,12 @@ class Pipeline:
                     )
                     last_entries, last_time = self.counters.entries, now
                     next_report = now + progress_every
-            except redis.ConnectionError as exc:
-                log.error("Redis unreachable (%s): retrying in 1 s", exc)
-                self._stopping.wait(1.0)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # A reset or a silent Redis: wait, longer each time, and say so once.
+                if not backoff:
+                    log.error("Redis unreachable (%s): retrying with backoff", exc)
+                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF_SECONDS)
+                self._stopping.wait(backoff)
         log.info("stopped: %s", self.counters)
 
     def lag(self) -> int | None:

@@ -8,6 +8,7 @@ proxy (tests/search_server.py: header shim and fault injection).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from inferlog.api.app import create_app
 from inferlog.config import Settings
@@ -449,3 +451,44 @@ def test_status_tells_entries_trimmed_before_delivery_from_acknowledged_ones_tri
         r.xtrim(local.redis_stream, maxlen=2, approximate=False)
         report = stream_status(r, local.redis_stream, local.redis_group)
         assert report["trimmed_before_delivery"] == lost, name
+
+
+def test_a_silent_redis_is_waited_out_not_a_crash_or_a_hang(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="logs_pipeline")
+    server = RedisServer(tmp_path / "redis-silent")
+    server.workdir.mkdir()
+    server.start()
+    url = SecretStr(server.url)
+    local = settings.model_copy(update={"redis_url": url, "elasticsearch_url": None})
+    r = server.client()
+    pipeline: Pipeline | None = None
+    runner: threading.Thread | None = None
+
+    def acknowledged(n: int) -> bool:
+        return pipeline is not None and pipeline.counters.acknowledged >= n
+
+    try:
+        pipeline = make_pipeline(local)
+        runner = threading.Thread(target=pipeline.run, args=(60.0,), daemon=True)
+        runner.start()
+        for _ in range(3):
+            r.xadd(local.redis_stream, {"record": "{}"})  # unusable: dead-lettered, acknowledged
+        wait_until(lambda: acknowledged(3), 20)
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)  # answers nothing, keeps the sockets open
+        try:
+            wait_until(lambda: "Redis unreachable" in caplog.text, 20)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        for _ in range(3):
+            r.xadd(local.redis_stream, {"record": "{}"})
+        wait_until(lambda: acknowledged(6), 40)
+        assert runner.is_alive()
+        assert "Redis answers again" in caplog.text
+    finally:
+        if pipeline is not None and runner is not None:
+            pipeline.stop()
+            runner.join(timeout=30)
+        server.stop()
