@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import redis
 
+from inferlog.telemetry.stream_group import entry_id, group_info
 from logs_pipeline.collector import Collector, Entry, UnusableEntryError, parse
 from logs_pipeline.indexer import Action, Indexer, IndexNames
 from logs_pipeline.sinks import Rejected, RetryableSinkError, Sink
-from logs_pipeline.status import group_info
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +163,10 @@ class Pipeline:
         info = group_info(client, stream, group)
         if info is None:  # no group yet: nothing was ever acknowledged
             return 0
-        last_delivered = info["last-delivered-id"]
-        ms, seq = (int(part) for part in last_delivered.split("-"))
+        ms, seq = entry_id(info["last-delivered-id"])
         bounds.append(f"{ms}-{seq + 1}")  # everything after it is undelivered
-        minid = min(bounds, key=lambda i: tuple(int(p) for p in i.split("-")))
-        removed: int = client.xtrim(stream, minid=minid, approximate=False)
-        return removed
+        minid = min(bounds, key=entry_id)
+        return int(client.xtrim(stream, minid=minid, approximate=False))
 
     def _claim_due(self) -> list[Entry]:
         if time.monotonic() < self._next_claim:

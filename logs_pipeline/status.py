@@ -18,25 +18,13 @@ from typing import Any
 
 import redis
 
-
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, seq = entry_id.split("-")
-    return int(ms), int(seq)
-
-
-def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
-    """`XINFO GROUPS` of one group; None when the group (or the stream) does not exist."""
-    try:
-        groups = client.xinfo_groups(stream)
-    except redis.ResponseError:  # no such stream yet
-        return None
-    return next((g for g in groups if g["name"] == group), None)
+from inferlog.telemetry.stream_group import entry_id, group_info
 
 
 def trimmed_before_delivery(stream_info: dict[str, Any], group: dict[str, Any]) -> int | None:
     first = stream_info.get("first-entry")
     last_delivered = group["last-delivered-id"]
-    if not first or _id(first[0]) <= _id(last_delivered):
+    if not first or entry_id(first[0]) <= entry_id(last_delivered):
         return 0  # no gap: nothing undelivered was trimmed
     read = group.get("entries-read")
     if read is None:

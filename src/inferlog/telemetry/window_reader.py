@@ -31,6 +31,7 @@ import numpy as np
 import redis
 
 from inferlog.telemetry.record import RECORD_FIELD, status_matches
+from inferlog.telemetry.stream_group import group_info
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,7 @@ def _drift(
 
 def _delete_acknowledged(window: Window) -> dict[str, int]:
     client = _client(window)
-    try:
-        groups = client.xinfo_groups(window.stream)
-    except redis.ResponseError:  # no stream yet
-        groups = []
-    group = next((g for g in groups if g["name"] == window.group), None)
+    group = group_info(client, window.stream, window.group)
     if group is None:
         return {"removed": 0, "kept": client.xlen(window.stream)}
     pending: set[str] = set()

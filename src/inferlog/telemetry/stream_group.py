@@ -1,0 +1,23 @@
+"""The records stream's consumer group, as Redis reports it (synchronous clients: the logs
+pipeline and the API's reader process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+
+def entry_id(text: str) -> tuple[int, int]:
+    """A stream entry id (`<ms>-<seq>`) as a pair that orders as Redis orders ids."""
+    ms, seq = text.split("-")
+    return int(ms), int(seq)
+
+
+def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """`XINFO GROUPS` of one group; None when the group (or the stream) does not exist."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:  # no such stream yet
+        return None
+    return next((g for g in groups if g["name"] == group), None)
