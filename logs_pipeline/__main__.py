@@ -122,6 +122,7 @@ def make_pipeline(settings: Settings) -> Pipeline:
         make_sink(settings),
         window_seconds=settings.live_window_seconds,
         claim_every_seconds=settings.pipeline_claim_idle_ms / 1000,
+        max_deliveries=settings.pipeline_max_deliveries,
     )
 
 
@@ -159,6 +160,7 @@ def once(settings: Settings) -> int:
                 "indexed": dict(pipeline.counters.documents),
                 "entries": pipeline.counters.entries,
                 "dead_letters": pipeline.counters.dead_letters,
+                "refused_dead_letters": pipeline.counters.refused_dead_letters,
             }
         )
     )
@@ -175,10 +177,12 @@ def replay(settings: Settings) -> int:
     for path in files:
         actions = list(read_actions(path))
         for start in tqdm(range(0, len(actions), 500), desc=path.name, unit="batch", disable=None):
-            rejected = sink.write(actions[start : start + 500])
-            for r in rejected:
+            result = sink.write(actions[start : start + 500])
+            if result.retry:
+                raise CliError(f"Elasticsearch did not take {path.name}: {result.problem}")
+            for r in result.rejected:
                 log.error("refused %s/%s: %s", r.action["_index"], r.action["_id"], r.error)
-            written += min(500, len(actions) - start) - len(rejected)
+            written += result.confirmed.total()
     log.info("replayed %d documents from %d files", written, len(files))
     return 0
 

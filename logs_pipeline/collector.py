@@ -4,6 +4,11 @@
 never acknowledged (it died), once they have been idle `PIPELINE_CLAIM_IDLE_MS`. Entries claimed
 but already trimmed from the stream are reported by Redis as deleted: they are counted, never
 silently skipped. `parse` turns an entry into a validated record or says why it cannot be one.
+
+Crash loops: an entry whose processing kills the consumer comes back, claimed, each time. Once
+the idle entries include one delivered more than once, they are claimed one at a time, oldest
+first, so only that entry's delivery count climbs; the pipeline dead-letters it at
+`PIPELINE_MAX_DELIVERIES`, and the entries behind it go through normally.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ log = logging.getLogger(__name__)
 class Entry:
     id: str
     fields: dict[str, str]
+    deliveries: int = 1
 
 
 class UnusableEntryError(ValueError):
@@ -103,6 +109,13 @@ class Collector:
 
     def claim(self) -> list[Entry]:
         """Take over entries left pending by consumers that stopped acknowledging."""
+        idle = self.client.xpending_range(
+            self.stream, self.group, "-", "+", self.batch_size, idle=self.claim_idle_ms
+        )
+        if not idle:
+            return []
+        if any(p["times_delivered"] > 1 for p in idle):
+            return self._claim_one(idle[0]["message_id"], idle[0]["times_delivered"] + 1)
         claimed: list[Entry] = []
         start = "0-0"
         while len(claimed) < self.batch_size:
@@ -114,7 +127,7 @@ class Collector:
                 start_id=start,
                 count=self.batch_size - len(claimed),
             )
-            claimed += [Entry(entry_id, fields) for entry_id, fields in entries if fields]
+            claimed += [Entry(entry_id, fields, 2) for entry_id, fields in entries if fields]
             if deleted:
                 # Trimmed before anyone indexed them: acknowledge (nothing left to index), count.
                 self.client.xack(self.stream, self.group, *deleted)
@@ -126,6 +139,14 @@ class Collector:
         if claimed:
             log.info("claimed %d entries left pending by another consumer", len(claimed))
         return claimed
+
+    def _claim_one(self, entry: str, deliveries: int) -> list[Entry]:
+        claimed = self.client.xclaim(
+            self.stream, self.group, self.consumer, self.claim_idle_ms, [entry]
+        )
+        if claimed:
+            log.warning("claimed entry %s, delivery %d, alone", entry, deliveries)
+        return [Entry(entry_id, fields, deliveries) for entry_id, fields in claimed if fields]
 
     def ack(self, ids: list[str]) -> None:
         if ids:

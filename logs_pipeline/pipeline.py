@@ -1,10 +1,14 @@
 """collect -> parse -> filter/index -> write -> acknowledge -> trim.
 
-- An entry is acknowledged only after the sink confirmed every document made from it (or
-  dead-lettered what can never be written). A transient sink failure is retried with
-  exponential backoff, and nothing of the batch is acknowledged meanwhile.
-- Entries that can never become records (malformed, unknown schema major) become dead-letter
-  documents with their reason and the original entry, then are acknowledged.
+- An entry is acknowledged only after the sink confirmed every document made from it, or the
+  dead letter of each document it can never take. What the sink cannot take now (down, busy,
+  refusing our credentials) is sent again with exponential backoff, and nothing waiting on it
+  is acknowledged meanwhile. A dead letter the sink refuses leaves its entry unacknowledged.
+- Entries that can never become records (malformed, unknown schema major, a failure while
+  indexing, or delivered `PIPELINE_MAX_DELIVERIES` times without being acknowledged) become
+  dead-letter documents with their reason and the original entry.
+- While the sink cannot write, the reason is logged once per change of state and kept in Redis
+  (`keys.sink_problem_key`) for `status` and `/logs/stats`: "sink refusing: 403 ...".
 - The stream is trimmed below the oldest entry that is unacknowledged or inside the live window:
   `XTRIM MINID` never touches an entry that is pending, undelivered or recent.
 - `stop()` (SIGTERM/SIGINT) lets the current batch finish, or abandons it unacknowledged while
@@ -23,24 +27,32 @@ from dataclasses import dataclass, field
 
 import redis
 
+from inferlog.telemetry.keys import sink_problem_key
 from inferlog.telemetry.stream_group import entry_id, group_info
 from logs_pipeline.collector import Collector, Entry, UnusableEntryError, parse
 from logs_pipeline.indexer import Action, Indexer, IndexNames
-from logs_pipeline.sinks import Rejected, RetryableSinkError, Sink
+from logs_pipeline.sinks import Sink, WriteResult
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
+ORIGINAL_MAX_CHARS = 32_000  # a dead letter must fit where its document did not
+PROBLEM_TTL_SECONDS = 120  # a stale problem (its pipeline died) disappears by itself
 
 
 @dataclass
 class PipelineCounters:
     entries: int = 0
     acknowledged: int = 0
-    documents: Counter[str] = field(default_factory=Counter)
-    dead_letters: int = 0
+    documents: Counter[str] = field(default_factory=Counter)  # confirmed by the sink
+    dead_letters: int = 0  # confirmed by the sink
+    refused_dead_letters: int = 0
     retries: int = 0
     abandoned_batches: int = 0
+
+
+def _original(entry: Entry) -> str:
+    return json.dumps(entry.fields)[:ORIGINAL_MAX_CHARS]
 
 
 class Pipeline:
@@ -51,6 +63,7 @@ class Pipeline:
         sink: Sink,
         window_seconds: int,
         claim_every_seconds: float = 30.0,
+        max_deliveries: int = 10,
     ) -> None:
         self.collector = collector
         self.indexer = indexer
@@ -58,9 +71,12 @@ class Pipeline:
         self.names: IndexNames = indexer.names
         self.window_seconds = window_seconds
         self.claim_every = claim_every_seconds
+        self.max_deliveries = max_deliveries
         self.counters = PipelineCounters()
+        self.problem: str | None = None
         self._stopping = threading.Event()
         self._next_claim = 0.0
+        self._unacknowledged: list[str] = []  # done, but XACK did not reach Redis yet
 
     def stop(self) -> None:
         self._stopping.set()
@@ -89,66 +105,111 @@ class Pipeline:
             },
         }
 
-    def _write(self, actions: list[Action]) -> list[Rejected] | None:
-        """Write until the sink confirms; None if stopping while the sink keeps failing."""
+    def _documents(self, entry: Entry) -> list[Action]:
+        if entry.deliveries > self.max_deliveries:
+            detail = f"delivered {entry.deliveries} times, never acknowledged"
+            return [self._dead_letter(entry.id, "delivery_limit", detail, _original(entry))]
+        try:
+            return self.indexer.documents(parse(entry))
+        except UnusableEntryError as exc:
+            return [self._dead_letter(entry.id, exc.reason, exc.detail, _original(entry))]
+        except Exception as exc:  # one entry's defect must not stop the pipeline
+            log.exception("entry %s could not be indexed: dead-lettered", entry.id)
+            error = f"{type(exc).__name__}: {exc}"
+            return [self._dead_letter(entry.id, "indexing_failed", error, _original(entry))]
+
+    def _report(self, problem: str | None) -> None:
+        """Log a change of the sink's state once, and keep the current problem in Redis."""
+        if problem != self.problem:
+            if problem is None:
+                log.warning("sink writes again (was: %s)", self.problem)
+            elif self.problem is None or problem.split(":")[0] != self.problem.split(":")[0]:
+                log.error("%s; retrying with backoff", problem)
+            self.problem = problem
+        collector = self.collector
+        key = sink_problem_key(collector.stream, collector.group)
+        try:
+            if problem is None:
+                collector.client.delete(key)
+            else:
+                collector.client.set(key, problem, ex=PROBLEM_TTL_SECONDS)
+        except redis.RedisError:
+            log.debug("could not record the sink's state in Redis", exc_info=True)
+
+    def _write(self, actions: list[Action]) -> WriteResult | None:
+        """Write until the sink confirmed or rejected every action; None if stopped first."""
+        total = WriteResult()
         backoff = 0.5
-        while True:
-            try:
-                return self.sink.write(actions)
-            except RetryableSinkError as exc:
-                self.counters.retries += 1
-                log.warning("sink: %s; retrying in %.1f s", exc, backoff)
-                if self._stopping.wait(backoff):
-                    return None
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        while actions:
+            result = self.sink.write(actions)
+            self.counters.documents.update(result.confirmed)
+            total.confirmed.update(result.confirmed)
+            total.rejected += result.rejected
+            if not result.retry:
+                break
+            self.counters.retries += 1
+            kind = "sink refusing" if result.refusing else "sink failing"
+            self._report(f"{kind}: {result.problem}")
+            if self._stopping.wait(backoff):
+                return None
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            actions = result.retry
+        if self.problem is not None:
+            self._report(None)
+        return total
 
     def process(self, entries: list[Entry]) -> bool:
         """Index a batch and acknowledge it; False if abandoned (left pending)."""
         if not entries:
             return True
         actions: list[Action] = []
-        source_of: dict[tuple[str, str], Entry] = {}
+        owner: dict[int, Entry] = {}  # action (by identity) -> the entry it was made from
         for entry in entries:
-            try:
-                documents = self.indexer.documents(parse(entry))
-            except UnusableEntryError as exc:
-                documents = [
-                    self._dead_letter(entry.id, exc.reason, exc.detail, json.dumps(entry.fields))
-                ]
+            documents = self._documents(entry)
             for action in documents:
-                source_of[(action["_index"], action["_id"])] = entry
+                owner[id(action)] = entry
             actions += documents
-        rejected = self._write(actions)
-        if rejected is None:
+        written = self._write(actions)
+        if written is None:
             self.counters.abandoned_batches += 1
             return False
-        if rejected:
-            letters = [
-                self._dead_letter(
-                    source_of[(r.action["_index"], r.action["_id"])].id,
+        failed: set[str] = set()
+        if written.rejected:
+            log.error("%d documents refused by the sink: dead-lettered", len(written.rejected))
+            letters = []
+            for r in written.rejected:
+                entry = owner[id(r.action)]
+                letter = self._dead_letter(
+                    entry.id,
                     r.reason,
                     r.error,
-                    json.dumps(r.action["_source"]),
+                    json.dumps(r.action["_source"])[:ORIGINAL_MAX_CHARS],
                     refused=r.action,
                 )
-                for r in rejected
-            ]
-            log.error("%d documents refused by the sink: dead-lettered", len(rejected))
-            if self._write(letters) is None:
+                owner[id(letter)] = entry
+                letters.append(letter)
+            confirmed = self._write(letters)
+            if confirmed is None:
                 self.counters.abandoned_batches += 1
                 return False
-            actions += letters
-        refused = {(r.action["_index"], r.action["_id"]) for r in rejected}
-        for action in actions:
-            if (action["_index"], action["_id"]) not in refused:
-                self.counters.documents[action["_index"]] += 1
-        self.counters.dead_letters += sum(
-            1 for a in actions if a["_index"] == self.names.dead_letters
-        )
-        self.collector.ack([e.id for e in entries])
-        self.counters.entries += len(entries)
-        self.counters.acknowledged += len(entries)
+            for r in confirmed.rejected:  # nowhere left to put it: stays pending
+                failed.add(owner[id(r.action)].id)
+                log.error("dead letter refused, entry left pending: %s", r.error[:500])
+            self.counters.refused_dead_letters += len(confirmed.rejected)
+            written.confirmed.update(confirmed.confirmed)
+        self.counters.dead_letters += written.confirmed[self.names.dead_letters]
+        done = [e.id for e in entries if e.id not in failed]
+        self._unacknowledged += done
+        self.counters.entries += len(done)
+        self._acknowledge()
         return True
+
+    def _acknowledge(self) -> None:
+        """XACK what is done; if Redis is away, the ids wait for the next call."""
+        if self._unacknowledged:
+            self.collector.ack(self._unacknowledged)
+            self.counters.acknowledged += len(self._unacknowledged)
+            self._unacknowledged = []
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -178,6 +239,7 @@ class Pipeline:
 
     def step(self, block: bool = True) -> int:
         """Claimed entries first, then new ones: one batch each. Returns entries handled."""
+        self._acknowledge()
         handled = 0
         for entries in (self._claim_due(), None):
             batch = entries if entries is not None else self.collector.read(block=block)
@@ -220,6 +282,12 @@ class Pipeline:
                     log.error("Redis unreachable (%s): retrying with backoff", exc)
                 backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF_SECONDS)
                 self._stopping.wait(backoff)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis restarted without its data: the group goes with the stream.
+                log.warning("consumer group gone (%s): creating it again", exc)
+                group_ready = False
         log.info("stopped: %s", self.counters)
 
     def lag(self) -> int | None:

@@ -1,8 +1,8 @@
 """The state of the records stream and its consumer group, for `status` and the pipeline.
 
 Bounded Redis calls only (`XLEN`, `XINFO STREAM`, `XINFO GROUPS`, `XINFO CONSUMERS`, `XPENDING`
-summary): the compose healthcheck calls `status` every 30 s, and it must answer as fast with a
-million entries behind as with none.
+summary, `GET` of the sink's problem, `INFO memory`): the compose healthcheck calls `status`
+every 30 s, and it must answer as fast with a million entries behind as with none.
 
 Entries trimmed before the group read them (the stream's `STREAM_MAX_LEN` cap at work) leave a
 gap between the group's last-delivered id and the stream's first entry. While there is one,
@@ -18,6 +18,8 @@ from typing import Any
 
 import redis
 
+from inferlog.telemetry.keys import sink_problem_key
+from inferlog.telemetry.redis_memory import memory_use
 from inferlog.telemetry.stream_group import entry_id, group_info
 
 
@@ -34,9 +36,22 @@ def trimmed_before_delivery(stream_info: dict[str, Any], group: dict[str, Any]) 
     return max(0, stream_info["entries-added"] - read - stream_info["length"])
 
 
+def redis_memory(client: redis.Redis) -> dict[str, Any] | None:
+    try:
+        return memory_use(client.info("memory"))
+    except redis.ResponseError:  # a Redis-compatible server without INFO
+        return None
+
+
 def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
     length = client.xlen(stream)
-    report: dict[str, Any] = {"stream": stream, "group": group, "length": length}
+    report: dict[str, Any] = {
+        "stream": stream,
+        "group": group,
+        "length": length,
+        "sink_problem": client.get(sink_problem_key(stream, group)),
+        "redis_memory": redis_memory(client),
+    }
     info = group_info(client, stream, group)
     if info is None:
         report.update(pending=0, lag=length, consumers=[], trimmed_before_delivery=0)

@@ -4,8 +4,11 @@ It does two test-only jobs, so the product code talks to it unmodified, over HTT
 official client:
 - the shim: osmem answers 406 to the client's `application/vnd.elasticsearch+json;
   compatible-with=8` media type, so the proxy rewrites it to plain JSON / NDJSON;
-- fault injection: `fail(n, status)` answers the next n bulk requests with that status
-  (429, 503...) without forwarding them, like an overloaded cluster.
+- fault injection, on bulk requests only, without forwarding what it refuses:
+  `fail(n, status)` answers the next n with that status (401 expired credentials, 403 missing
+  privileges, 429 or 503 an overloaded cluster); `limit_body(n)` answers 413 to bodies over n
+  bytes (a proxy's body limit); `refuse_containing(marker)` answers 400 to bodies that contain
+  it (a document the cluster cannot parse).
 """
 
 from __future__ import annotations
@@ -16,6 +19,19 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+# What Elasticsearch answers, in substance, for each injected status.
+INJECTED = {"type": "injected", "reason": "test"}
+ERRORS = {
+    400: {"type": "parse_exception", "reason": "request body is malformed"},
+    401: {"type": "security_exception", "reason": "unable to authenticate user [pipeline]"},
+    403: {
+        "type": "security_exception",
+        "reason": "action [indices:data/write/bulk] is unauthorized for user [pipeline]",
+    },
+    413: {"type": "content_too_long", "reason": "request entity too large"},
+    429: {"type": "es_rejected_execution_exception", "reason": "rejected execution"},
+    503: {"type": "unavailable_shards_exception", "reason": "primary shard is not active"},
+}
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
@@ -27,6 +43,8 @@ class SearchProxy:
         self._lock = threading.Lock()
         self._failures: list[int] = []
         self._pass_first = 0
+        self.max_body: int | None = None
+        self.poison: bytes | None = None
         self.bulk_requests = 0
         self.refused_bulk_requests = 0
         proxy = self
@@ -41,9 +59,11 @@ class SearchProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if "_bulk" in self.path:
-                    status = proxy._take_failure()
+                    status = proxy._take_failure(body or b"")
                     if status is not None:
-                        self._reply(status, {"error": {"type": "injected", "reason": "test"}})
+                        self._reply(
+                            status, {"error": ERRORS.get(status, INJECTED), "status": status}
+                        )
                         return
                 headers = {}
                 for key, value in self.headers.items():
@@ -89,9 +109,15 @@ class SearchProxy:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def _take_failure(self) -> int | None:
+    def _take_failure(self, body: bytes) -> int | None:
         with self._lock:
             self.bulk_requests += 1
+            if self.max_body is not None and len(body) > self.max_body:
+                self.refused_bulk_requests += 1
+                return 413
+            if self.poison is not None and self.poison in body:
+                self.refused_bulk_requests += 1
+                return 400
             if self._pass_first:
                 self._pass_first -= 1
                 return None
@@ -106,10 +132,17 @@ class SearchProxy:
             self._pass_first = after
             self._failures += [status] * count
 
+    def limit_body(self, size: int | None) -> None:
+        self.max_body = size
+
+    def refuse_containing(self, marker: bytes | None) -> None:
+        self.poison = marker
+
     def heal(self) -> None:
         with self._lock:
             self._failures.clear()
             self._pass_first = 0
+            self.max_body = self.poison = None
 
     def close(self) -> None:
         self.server.shutdown()

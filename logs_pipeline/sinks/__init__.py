@@ -1,17 +1,22 @@
-"""Sinks: where documents go. Each takes a batch of bulk actions and returns the ones that can
-never be written (with the reason); a transient failure raises `RetryableSinkError`, and the
-pipeline retries the whole batch (writes are idempotent by `_id`)."""
+"""Sinks: where documents go.
+
+A sink takes a batch of bulk actions and says, for each one, what happened to it:
+- confirmed: written (counted per index);
+- rejected: can never be written as it is (a mapping error, a document too large): the
+  pipeline dead-letters it with the reason;
+- retry: not written now (the sink is down, overloaded, or refusing our credentials): the
+  pipeline sends these again after a backoff, and acknowledges nothing that waits on them.
+
+Writes are idempotent by `_id`, so sending an action again never doubles a count.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Action = dict[str, Any]
-
-
-class RetryableSinkError(RuntimeError):
-    """The sink could not confirm the batch now (429, 5xx, connection): retry later."""
 
 
 @dataclass(frozen=True)
@@ -21,9 +26,25 @@ class Rejected:
     error: str
 
 
+@dataclass
+class WriteResult:
+    confirmed: Counter[str] = field(default_factory=Counter)
+    rejected: list[Rejected] = field(default_factory=list)
+    retry: list[Action] = field(default_factory=list)
+    # Why `retry` is not empty, in one line; `refusing` when the sink refuses us as a whole
+    # (401/403: credentials or privileges) rather than being down or busy.
+    problem: str | None = None
+    refusing: bool = False
+
+    def postpone(self, actions: list[Action], problem: str, refusing: bool = False) -> None:
+        self.retry += actions
+        self.problem = problem
+        self.refusing = self.refusing or refusing
+
+
 class Sink(Protocol):
     name: str
 
-    def write(self, actions: list[Action]) -> list[Rejected]: ...
+    def write(self, actions: list[Action]) -> WriteResult: ...
 
     def counts(self) -> dict[str, int]: ...

@@ -1,23 +1,33 @@
-"""The Elasticsearch sink: the official client and its bulk helper.
+"""The Elasticsearch sink: `_bulk` through the official client, every answer read by status.
 
-Per-document outcomes decide: indexed; refused for good (a 4xx such as a mapping error: the
-document goes to the dead letters); or transient (429, 5xx, connection trouble: the batch is
-retried later and nothing is acknowledged meanwhile).
+A bulk request can fail as a whole or item by item, and the two mean different things:
+- whole request 401/403: the cluster refuses our credentials or privileges. Nothing is wrong
+  with the documents: retry them all (the pipeline backs off and reports "sink refusing").
+- whole request 413 (too large) or 400 (a body the cluster cannot parse): split the request in
+  halves until the one document at fault is alone; only that one is rejected.
+- whole request 429, 5xx, timeouts, connection errors: retry them all later.
+- item 2xx: confirmed. Item 400 (a mapping or parsing error): rejected, it goes to the dead
+  letters. Any other item status (429, 5xx, a 403 cluster block...): retried later.
+
+Items are matched to actions by position: the bulk API answers in request order, and an item
+names the backing index (a rollover alias or a data stream writes elsewhere than it was asked).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch, TransportError, helpers
+from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from logs_pipeline.sinks import Action, Rejected, RetryableSinkError
+from logs_pipeline.sinks import Action, Rejected, WriteResult
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_STATUSES = {408, 429}
+REJECTED_ITEM_STATUSES = {400}
+MAX_CHUNK_BYTES = 10 * 1024 * 1024
 
 
 def connect(
@@ -37,54 +47,119 @@ def connect(
     return Elasticsearch(url, **options)
 
 
-def _transient(status: object) -> bool:
-    return not isinstance(status, int) or status in TRANSIENT_STATUSES or status >= 500
+def bulk_lines(action: Action) -> bytes:
+    header = {"index": {"_index": action["_index"], "_id": action["_id"]}}
+    return (
+        json.dumps(header) + "\n" + json.dumps(action["_source"], separators=(",", ":")) + "\n"
+    ).encode()
+
+
+def describe(exc: ApiError) -> str:
+    """`403 security_exception: action [indices:data/write/bulk] is unauthorized ...`"""
+    body = exc.body
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        detail = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+    else:
+        detail = str(error or body or exc.message)
+    return f"{exc.meta.status} {detail}"[:500]
+
+
+def item_reason(info: dict[str, Any]) -> tuple[str, str]:
+    error = info.get("error")
+    if isinstance(error, dict):
+        return str(error.get("type", "rejected")), json.dumps(error)[:10_000]
+    return "rejected", str(error)[:10_000]
 
 
 class ElasticsearchSink:
     name = "elasticsearch"
 
-    def __init__(self, client: Elasticsearch, chunk_size: int = 500) -> None:
+    def __init__(
+        self,
+        client: Elasticsearch,
+        chunk_size: int = 500,
+        max_chunk_bytes: int = MAX_CHUNK_BYTES,
+    ) -> None:
         self.client = client
         self.chunk_size = chunk_size
+        self.max_chunk_bytes = max_chunk_bytes
 
-    def write(self, actions: list[Action]) -> list[Rejected]:
-        if not actions:
-            return []
-        rejected: list[Rejected] = []
-        transient = 0
-        # The helper re-sends 429s and yields their outcome later: match results by key.
-        by_key = {(a["_index"], a["_id"]): a for a in actions}
+    def _chunks(self, actions: list[Action]) -> list[list[tuple[Action, bytes]]]:
+        chunks: list[list[tuple[Action, bytes]]] = [[]]
+        size = 0
+        for action in actions:
+            lines = bulk_lines(action)
+            full = len(chunks[-1]) >= self.chunk_size or size + len(lines) > self.max_chunk_bytes
+            if chunks[-1] and full:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((action, lines))
+            size += len(lines)
+        return [chunk for chunk in chunks if chunk]
+
+    def write(self, actions: list[Action]) -> WriteResult:
+        result = WriteResult()
+        chunks = self._chunks(actions)
+        for n, chunk in enumerate(chunks):
+            if not self._send(chunk, result):
+                # The cluster is down, busy or refusing: the rest waits too.
+                for later in chunks[n + 1 :]:
+                    result.retry += [action for action, _ in later]
+                break
+        return result
+
+    def _send(self, chunk: list[tuple[Action, bytes]], result: WriteResult) -> bool:
+        """One bulk request; False if the cluster as a whole did not take it."""
+        body = b"".join(lines for _, lines in chunk)
         try:
-            results = helpers.streaming_bulk(
-                self.client,
-                actions,
-                chunk_size=self.chunk_size,
-                max_retries=2,  # the helper's own backoff, for 429s only
-                initial_backoff=0.5,
-                raise_on_error=False,
-                raise_on_exception=False,
-                yield_ok=True,
-            )
-            for ok, item in results:
-                if ok:
-                    continue
-                info = next(iter(item.values()))
-                status = info.get("status")
-                action = by_key[(info.get("_index"), info.get("_id"))]
-                if _transient(status):
-                    transient += 1
-                else:
-                    error = info.get("error", {})
-                    reason = (
-                        error.get("type", "rejected") if isinstance(error, dict) else "rejected"
-                    )
-                    rejected.append(Rejected(action, str(reason), str(error)))
-        except (TransportError, ApiError) as exc:
-            raise RetryableSinkError(f"Elasticsearch unreachable: {exc}") from exc
-        if transient:
-            raise RetryableSinkError(f"{transient} documents refused for now (429 or 5xx)")
-        return rejected
+            response = self.client.bulk(operations=body)
+        except ApiError as exc:
+            status = exc.meta.status
+            if status in (400, 413):
+                return self._bisect(chunk, result, status, describe(exc))
+            actions = [action for action, _ in chunk]
+            result.postpone(actions, describe(exc), refusing=status in (401, 403))
+            return False
+        except TransportError as exc:
+            result.postpone([action for action, _ in chunk], f"unreachable: {exc}"[:500])
+            return False
+        items = response.body.get("items", [])
+        if len(items) != len(chunk):
+            result.postpone([a for a, _ in chunk], f"{len(items)} items for {len(chunk)} actions")
+            return False
+        if not response.body.get("errors"):
+            for action, _ in chunk:
+                result.confirmed[action["_index"]] += 1
+            return True
+        for (action, _), item in zip(chunk, items, strict=True):
+            info = next(iter(item.values()))
+            status = int(info.get("status", 0))
+            if 200 <= status < 300:
+                result.confirmed[action["_index"]] += 1
+            elif status in REJECTED_ITEM_STATUSES:
+                result.rejected.append(Rejected(action, *item_reason(info)))
+            else:
+                reason = item_reason(info)[0]
+                result.postpone([action], f"{status} {reason}", refusing=status in (401, 403))
+        return True
+
+    def _bisect(
+        self, chunk: list[tuple[Action, bytes]], result: WriteResult, status: int, problem: str
+    ) -> bool:
+        if len(chunk) == 1:
+            reason = "document_too_large" if status == 413 else "bad_request"
+            result.rejected.append(Rejected(chunk[0][0], reason, problem))
+            return True
+        if status == 413:
+            # Smaller requests from now on, so the next batches do not meet the limit again.
+            self.max_chunk_bytes = max(64 * 1024, sum(len(lines) for _, lines in chunk) // 2)
+            log.warning("%s: requests now up to %d bytes", problem, self.max_chunk_bytes)
+        middle = len(chunk) // 2
+        if not self._send(chunk[:middle], result):
+            result.retry += [action for action, _ in chunk[middle:]]
+            return False
+        return self._send(chunk[middle:], result)
 
     def counts(self) -> dict[str, int]:
         stats = self.client.cat.indices(format="json", h="index,docs.count")

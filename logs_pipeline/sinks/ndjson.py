@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from logs_pipeline.sinks import Action, Rejected
+from logs_pipeline.sinks import Action, WriteResult
 
 
 def action_lines(action: Action) -> str:
@@ -42,16 +42,22 @@ class NdjsonSink:
     def path(self, index: str) -> Path:
         return self.directory / f"{index}.ndjson"
 
-    def write(self, actions: list[Action]) -> list[Rejected]:
-        by_index: dict[str, list[str]] = {}
+    def write(self, actions: list[Action]) -> WriteResult:
+        result = WriteResult()
+        by_index: dict[str, list[Action]] = {}
         for action in actions:
-            by_index.setdefault(action["_index"], []).append(action_lines(action))
-        for index, chunks in by_index.items():
-            with self.path(index).open("a") as f:
-                f.write("".join(chunks))
-                f.flush()
-                os.fsync(f.fileno())
-        return []
+            by_index.setdefault(action["_index"], []).append(action)
+        for index, group in by_index.items():
+            try:
+                with self.path(index).open("a") as f:
+                    f.write("".join(action_lines(action) for action in group))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:  # a full or read-only disk: retried later, nothing acked
+                result.postpone(group, f"cannot write {self.path(index)}: {exc}")
+                continue
+            result.confirmed[index] += len(group)
+        return result
 
     def counts(self) -> dict[str, int]:
         """Distinct `_id`s per index, as Elasticsearch would count them after a replay."""

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     pipeline_claim_idle_ms: int = Field(
         60_000, ge=1000, description="pending this long: claimed from a dead consumer"
     )
+    pipeline_max_deliveries: int = Field(
+        10,
+        ge=2,
+        description="an entry delivered this many times without being acknowledged (each "
+        "attempt ended by a crash) goes to the dead letters",
+    )
     pipeline_progress_seconds: float = Field(
         10.0, gt=0, description="interval of the `run` progress log line"
     )

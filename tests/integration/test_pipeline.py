@@ -7,6 +7,7 @@ proxy (tests/search_server.py: header shim and fault injection).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from inferlog.api.app import create_app
 from inferlog.config import Settings
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
+from inferlog.telemetry.keys import sink_problem_key
 from logs_pipeline.__main__ import make_pipeline, names, replay, setup
 from logs_pipeline.pipeline import Pipeline
 from logs_pipeline.status import stream_status
@@ -405,7 +407,7 @@ def test_entries_trimmed_before_delivery_are_reported(
     assert json.loads(report.stdout)["trimmed_before_delivery"] == 3
 
 
-BOUNDED_COMMANDS = {"xlen", "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xpending"}
+BOUNDED_COMMANDS = {"xlen", "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xpending", "get"}
 
 
 def test_status_of_200000_undelivered_entries_sends_only_bounded_commands(
@@ -492,3 +494,213 @@ def test_a_silent_redis_is_waited_out_not_a_crash_or_a_hang(
             pipeline.stop()
             runner.join(timeout=30)
         server.stop()
+
+
+# -- the sink refusing, failing or choking, with the pipeline running -------------------------
+
+
+class Running:
+    """`Pipeline.run` (what `logs_pipeline run` does) in a thread, watched from the test."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.pipeline = make_pipeline(settings)
+        self.thread = threading.Thread(target=self.pipeline.run, args=(0.5,), daemon=True)
+
+    def __enter__(self) -> Pipeline:
+        self.thread.start()
+        return self.pipeline
+
+    def __exit__(self, *exc: object) -> None:
+        self.pipeline.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+def sink_problem(redis_server: RedisServer, settings: Settings) -> str | None:
+    key = sink_problem_key(settings.redis_stream, settings.redis_group)
+    problem: str | None = redis_server.client().get(key)
+    return problem
+
+
+@pytest.mark.parametrize(
+    ("status", "problem"),
+    [
+        (401, "sink refusing: 401 security_exception"),
+        (403, "sink refusing: 403 security_exception"),
+        (429, "sink failing: 429"),
+        (503, "sink failing: 503"),
+    ],
+)
+def test_a_bulk_request_refused_as_a_whole_is_retried_until_every_record_is_indexed_once(
+    status: int,
+    problem: str,
+    settings: Settings,
+    predictor: Predictor,
+    redis_server: RedisServer,
+    proxy: SearchProxy,
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=2)
+    proxy.fail(4, status)  # then healed: the requests after these go through
+    seen: set[str] = set()
+    with Running(settings) as pipeline:
+        while proxy.refused_bulk_requests < 4:
+            assert pipeline.counters.acknowledged == 0, "acknowledged before the sink confirmed"
+            assert pending(redis_server, settings) in (0, expected.logs)
+            seen.add(sink_problem(redis_server, settings) or "")
+            time.sleep(0.02)
+        wait_until(lambda: pipeline.counters.acknowledged == expected.logs, 60)
+    assert any(p.startswith(problem) for p in seen), seen
+    assert sink_problem(redis_server, settings) is None  # cleared once the sink writes again
+    assert counts(settings) == expected
+    assert dead_letters(settings) == []
+    assert pending(redis_server, settings) == 0
+    sink_counts = es(settings).count  # the sink's own counts against what the pipeline says
+    for index in (names(settings).logs, names(settings).message, names(settings).perfs):
+        assert pipeline.counters.documents[index] == sink_counts(index=index)["count"], index
+
+
+def post_more(settings: Settings, predictor: Predictor, send: Any) -> None:
+    """More traffic through the real API: `send(client)` makes the requests."""
+    app = create_app(settings, predictor)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        send(client)
+        assert app.state.shipper.wait_idle(20)
+
+
+def test_a_body_too_large_is_split_and_only_a_document_over_the_limit_is_dead_lettered(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer, proxy: SearchProxy
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=2)
+    big = CASES[:60]  # one record of 60 cases: its ml-api-logs document is over the limit
+
+    def send(client: TestClient) -> None:
+        assert client.post("/predict/batch", json=big).status_code == 200
+
+    post_more(settings, predictor, send)
+    proxy.limit_body(40_000)
+    with Running(settings) as pipeline:
+        wait_until(lambda: pipeline.counters.acknowledged == expected.logs + 1, 60)
+    assert proxy.refused_bulk_requests > 0
+    letters = dead_letters(settings)
+    assert [(d["index"], d["reason"]) for d in letters] == [
+        (names(settings).logs, "document_too_large")
+    ]
+    assert counts(settings) == Expected(
+        logs=expected.logs, message=expected.message + len(big), perfs=expected.perfs + 1
+    )
+    assert pending(redis_server, settings) == 0
+
+
+def test_a_request_the_cluster_cannot_parse_is_bisected_to_the_one_bad_document(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer, proxy: SearchProxy
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=2)
+
+    def send(client: TestClient) -> None:
+        response = client.get("/health", headers={"User-Agent": "x-poison"})
+        assert response.status_code == 200
+
+    post_more(settings, predictor, send)
+    proxy.refuse_containing(b'"x-poison"')  # the bytes of that one ml-api-logs document
+    with Running(settings) as pipeline:
+        wait_until(lambda: pipeline.counters.acknowledged == expected.logs + 1, 60)
+    letters = dead_letters(settings)
+    assert [(d["index"], d["reason"]) for d in letters] == [(names(settings).logs, "bad_request")]
+    assert '"x-poison"' in letters[0]["original"]
+    assert counts(settings) == expected
+    assert pipeline.counters.dead_letters == 1
+    assert pending(redis_server, settings) == 0
+
+
+def test_a_dead_letter_the_sink_refuses_leaves_its_entry_pending(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    setup_templates(settings)
+    # A dead-letter index whose `reason` is numeric: every dead letter is refused.
+    es(settings).indices.create(
+        index=names(settings).dead_letters, mappings={"properties": {"reason": {"type": "long"}}}
+    )
+    r = redis_server.client()
+    unusable = r.xadd(settings.redis_stream, {"record": "{not json"})
+    expected = produce(settings, predictor, rounds=1)
+    pipeline = make_pipeline(settings)
+    drain(pipeline)
+    assert counts(settings) == expected
+    assert pipeline.counters.refused_dead_letters == 1
+    assert pipeline.counters.acknowledged == expected.logs
+    left = r.xpending_range(settings.redis_stream, settings.redis_group, "-", "+", 10)
+    assert [p["message_id"] for p in left] == [unusable]
+
+
+def test_an_entry_that_breaks_the_indexer_is_dead_lettered_and_the_rest_goes_on(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=1)
+    r = redis_server.client()
+    # A valid record whose batch has more inputs than predictions: indexing it raises.
+    _, fields = next(
+        (i, f)
+        for i, f in r.xrange(settings.redis_stream)
+        if json.loads(f["record"])["url"]["path"] == "/predict/batch"
+    )
+    record = json.loads(fields["record"])
+    record["ml"]["input"].append(record["ml"]["input"][0])
+    record["transaction"]["id"] = "0" * 32
+    r.xadd(settings.redis_stream, {"record": json.dumps(record)})
+    post_more(settings, predictor, lambda c: c.post("/predict", json=CASES[5]))
+    drain(make_pipeline(settings))
+    letters = dead_letters(settings)
+    assert [d["reason"] for d in letters] == ["indexing_failed"]
+    assert "ValueError" in letters[0]["error"]
+    assert counts(settings) == Expected(
+        logs=expected.logs + 1, message=expected.message + 1, perfs=expected.perfs + 1
+    )
+    assert pending(redis_server, settings) == 0
+
+
+class ConsumerCrashedError(BaseException):
+    """Stands for what kills a consumer process (a segfault, the OOM killer)."""
+
+
+def test_an_entry_that_kills_its_consumer_is_dead_lettered_after_bounded_deliveries(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    setup_templates(settings)
+    local = settings.model_copy(update={"pipeline_max_deliveries": 3})
+    expected = produce(local, predictor, rounds=1)
+    r = redis_server.client()
+    ids = [entry_id for entry_id, _ in r.xrange(local.redis_stream)]
+    poison = ids[2]
+    fields = r.xrange(local.redis_stream, poison, poison)[0][1]
+    poison_transaction = json.loads(fields["record"])["transaction"]["id"]
+    restarts = 0
+    while restarts == 0 or pending(redis_server, local):
+        pipeline = make_pipeline(local)
+        pipeline.collector.consumer = f"consumer-{restarts}"
+        pipeline.claim_every = 0  # the dead consumer's entries are due at once
+        documents = pipeline.indexer.documents
+
+        def crash_on_poison(record: Any, documents: Any = documents) -> Any:
+            if record.transaction.id == poison_transaction:
+                raise ConsumerCrashedError
+            return documents(record)
+
+        pipeline.indexer.documents = crash_on_poison  # type: ignore[method-assign]
+        pipeline.collector.ensure_group()
+        time.sleep(local.pipeline_claim_idle_ms / 1000)
+        with contextlib.suppress(ConsumerCrashedError):
+            while pipeline.step(block=False):
+                pass
+        restarts += 1
+        assert restarts < 10, "the poison entry keeps the consumer in a crash loop"
+    letters = dead_letters(local)
+    assert [(d["stream_id"], d["reason"]) for d in letters] == [(poison, "delivery_limit")]
+    # The poison is the /predict_proba record: one ml-api-logs and one ml-api-perfs document.
+    assert counts(local) == Expected(
+        logs=expected.logs - 1, message=expected.message, perfs=expected.perfs - 1
+    )
+    assert pending(redis_server, local) == 0

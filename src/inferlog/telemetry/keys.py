@@ -18,3 +18,8 @@ def stats_key(stream: str, minute: dt.datetime) -> str:
 def spool_offset_key(stream: str, segment: str) -> str:
     """How far one spool segment has been shipped."""
     return f"{stream}:spool:{segment}"
+
+
+def sink_problem_key(stream: str, group: str) -> str:
+    """Why the group's pipeline cannot write now ("sink refusing: ..."); absent when it can."""
+    return f"{stream}:sink:{group}"

@@ -3,7 +3,8 @@
 - One record by transaction id: the shipper's index (`{stream}:tx:{id}` -> entry id, kept for
   the live window) and one `XRANGE id id`. Two commands whatever the stream's length.
 - The live statistics: the window's per-minute hashes (`stats.py`).
-- The stream and its consumer group: `XLEN`, `XINFO GROUPS`.
+- The stream and its consumer group: `XLEN`, `XINFO GROUPS`; the pipeline's sink problem (one
+  `GET`) and Redis memory against its budget (`INFO memory`).
 Anything that scans the window runs in the reader process (`window_reader.py`).
 """
 
@@ -19,8 +20,9 @@ import redis
 import redis.asyncio
 
 from inferlog.telemetry import stats
-from inferlog.telemetry.keys import transaction_key
+from inferlog.telemetry.keys import sink_problem_key, transaction_key
 from inferlog.telemetry.record import RECORD_FIELD
+from inferlog.telemetry.redis_memory import memory_use
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +87,21 @@ class LiveLog:
             del self._minutes[minute]
         return stats.summarize(minutes, [self._minutes[m][1] for m in minutes])
 
+    async def _memory(self) -> dict[str, Any] | None:
+        try:
+            return memory_use(await self.client.info("memory"))
+        except redis.ResponseError:  # a Redis-compatible server without INFO
+            return None
+
     async def stream_info(self) -> dict[str, Any]:
         length = await self.client.xlen(self.stream)
-        info: dict[str, Any] = {"stream": self.stream, "length": length, "group": self.group}
+        info: dict[str, Any] = {
+            "stream": self.stream,
+            "length": length,
+            "group": self.group,
+            "sink_problem": await self.client.get(sink_problem_key(self.stream, self.group)),
+            "redis_memory": await self._memory(),
+        }
         try:
             groups = await self.client.xinfo_groups(self.stream)
         except redis.ResponseError:  # no such stream yet

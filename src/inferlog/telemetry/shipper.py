@@ -250,9 +250,16 @@ class Shipper:
             self._redis_failed(exc)
             return False
         except Exception as exc:
-            problem = f"shipper pass failed: {type(exc).__name__}: {exc}"
-            if problem != self._pass_problem:
-                log.exception("%s; retrying", problem)
+            if isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM"):
+                # Redis at its maxmemory (noeviction) refused the whole transaction: the
+                # records stay in the spool until the pipeline has drained and trimmed.
+                problem = "Redis is full (maxmemory): records wait in the spool"
+                if problem != self._pass_problem:
+                    log.error("%s; retrying", problem)
+            else:
+                problem = f"shipper pass failed: {type(exc).__name__}: {exc}"
+                if problem != self._pass_problem:
+                    log.exception("%s; retrying", problem)
             self._pass_problem = problem
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
             return False

@@ -127,6 +127,20 @@ def _health_markdown(stats: dict[str, Any]) -> str:
         f"{' · ' + shipper['problem'] if shipper.get('problem') else ''}  \n"
         f"**Pipeline:** stream length {stream['length']}, pending {stream['pending']}, "
         f"lag {stream['lag']}, consumers {stream['consumers']}"
+        f"{' · **' + stream['sink_problem'] + '**' if stream.get('sink_problem') else ''}  \n"
+        f"**Redis memory:** {_memory_line(stream.get('redis_memory'))}"
+    )
+
+
+def _memory_line(memory: dict[str, Any] | None) -> str:
+    if memory is None:
+        return "not reported by this Redis"
+    used = f"{memory['used_bytes'] / 2**20:.0f} MiB"
+    if memory["max_bytes"] is None:
+        return f"{used}, no budget set (maxmemory 0)"
+    return (
+        f"{used} of {memory['max_bytes'] / 2**20:.0f} MiB "
+        f"({memory['used_share'] * 100:.0f} %, policy {memory['policy']})"
     )
 
 
