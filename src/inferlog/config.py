@@ -61,7 +61,16 @@ class Settings(BaseSettings):
     redis_stream: str = Field("inferlog:requests", description="stream key of the records")
     redis_group: str = Field("logs-pipeline", description="consumer group of the logs pipeline")
     stream_max_len: int = Field(
-        1_000_000, ge=1000, description="hard cap on the stream length (protects Redis memory)"
+        200_000,
+        ge=1000,
+        description="hard cap on the stream length: ~720 MB of single-case records (~3.6 KB "
+        "each), inside the default REDIS_MAXMEMORY",
+    )
+    redis_maxmemory: str = Field(
+        "1gb",
+        pattern=r"^[0-9]+(kb|mb|gb)?$",
+        description="memory budget of the redis-server `make run` starts (compose: the same "
+        "variable); noeviction: a full Redis refuses XADD and the API spools",
     )
     live_window_seconds: int = Field(
         3600, ge=60, description="how far back /logs, /logs/stats and /drift look"

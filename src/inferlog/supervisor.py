@@ -183,6 +183,12 @@ class Supervisor:
                     "always",
                     "--save",
                     "",
+                    # A budget, and no eviction: a full Redis refuses new records (the API
+                    # spools them) instead of dropping ones not yet indexed.
+                    "--maxmemory",
+                    self.settings.redis_maxmemory,
+                    "--maxmemory-policy",
+                    "noeviction",
                 ],
                 self._env(),
             )

@@ -365,6 +365,8 @@ def test_once_drains_the_stream_and_status_reports_it(
     assert report["trimmed_before_delivery"] == 0
     assert report["documents"][names(settings).message] == expected.message
     assert report["sink"] == "elasticsearch"
+    assert report["sink_problem"] is None
+    assert report["redis_memory"]["used_bytes"] > 0
 
 
 def test_unreachable_redis_or_elasticsearch_is_a_clear_message(settings: Settings) -> None:
@@ -704,3 +706,31 @@ def test_an_entry_that_kills_its_consumer_is_dead_lettered_after_bounded_deliver
         logs=expected.logs - 1, message=expected.message, perfs=expected.perfs - 1
     )
     assert pending(redis_server, local) == 0
+
+
+def test_a_redis_restart_mid_run_loses_nothing(
+    settings: Settings, predictor: Predictor, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path / "redis-restarted", persistent=True)
+    server.workdir.mkdir()
+    server.start()
+    local = settings.model_copy(update={"redis_url": SecretStr(server.url)})
+    try:
+        setup_templates(local)
+        expected = produce(local, predictor, rounds=2)
+        with Running(local) as pipeline:
+            wait_until(lambda: pipeline.counters.acknowledged > 0, 30)
+            server.stop()  # AOF on: the stream, the group and its pending entries survive
+            time.sleep(1)
+            server.start()
+            more = produce(local, predictor, rounds=2)
+            total = Expected(
+                logs=expected.logs + more.logs,
+                message=expected.message + more.message,
+                perfs=expected.perfs + more.perfs,
+            )
+            wait_until(lambda: counts(local) == total, 60)
+            wait_until(lambda: pipeline.counters.acknowledged == total.logs, 60)
+        assert server.client().xpending(local.redis_stream, local.redis_group)["pending"] == 0
+    finally:
+        server.stop()

@@ -41,6 +41,7 @@ def run_env(model_dir: Path, tmp_path: Path) -> dict[str, str]:
         "MODEL_DIR": str(model_dir),
         "DATA_DIR": str(tmp_path / "data"),
         "PIPELINE_BLOCK_MS": "200",
+        "REDIS_MAXMEMORY": "64mb",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
     env.pop("API_URL", None)  # the UI follows the API's port
@@ -101,6 +102,12 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
         assert sum(summary["statuses"].values()) == 30
         assert set(summary["statuses"]) <= {"200", "422"} and summary["statuses"]["422"] > 0
         wait_until(lambda: len(indexed_ids(indices)) >= 5 + 30, 60, process)
+        memory = httpx.get(f"{api}/logs/stats").json()["stream"]["redis_memory"]
+        if redis == "redis-server":  # the budget make run gives it, reported by the API
+            assert memory["max_bytes"] == 64 * 2**20 and memory["policy"] == "noeviction"
+            assert 0 < memory["used_share"] < 1
+        else:
+            assert memory is None  # the embedded server has no INFO
         started = psutil.Process(process.pid).children(recursive=True)
         assert len(started) >= 3  # api, ui, pipeline (+ redis-server)
     finally:

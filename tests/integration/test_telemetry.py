@@ -600,3 +600,36 @@ def test_statistics_reread_a_late_record_in_a_closed_minute_within_a_dozen_calls
         seen = thread.submit(asyncio.run, calls()).result(timeout=60)
     assert seen[0] == 1 and seen[-1] == 2
     assert seen[1] == 1  # a closed minute is not re-read on every call
+
+
+def test_a_redis_at_its_memory_budget_makes_records_spool_then_every_one_arrives(
+    model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    server = RedisServer(tmp_path / "redis-full")
+    server.workdir.mkdir()
+    server.start()
+    r = server.client()
+    settings = make_settings(model_dir, tmp_path, server.url)
+    app = create_app(settings, predictor)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            for _ in range(3):
+                assert client.post("/predict", json=MALIGNANT).status_code == 200
+            wait_shipped(app)
+            r.config_set("maxmemory-policy", "noeviction")
+            r.config_set("maxmemory", 1)  # the budget is used up: XADD answers OOM
+            for _ in range(20):
+                assert client.post("/predict", json=BENIGN).status_code == 200
+            shipper = app.state.shipper
+            wait_until(lambda: "Redis is full" in (shipper.counters().problem or ""), 20)
+            assert r.xlen(settings.redis_stream) == 3
+            assert shipper.counters().backlog == 20
+            assert client.get("/ready").json()["status"] == "degraded"
+            r.config_set("maxmemory", 0)  # memory freed (the pipeline trimmed, say)
+            wait_shipped(app)
+        records = stream_records(server, settings.redis_stream)
+        paths = [record["url"]["path"] for record in records]
+        assert paths.count("/predict") == 23 and paths.count("/ready") == 1
+        assert len({record["transaction"]["id"] for record in records}) == 24
+    finally:
+        server.stop()

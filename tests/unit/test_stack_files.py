@@ -59,6 +59,12 @@ def test_redis_persists_with_aof_and_a_password() -> None:
     assert "--requirepass" in command
 
 
+def test_redis_has_a_memory_budget_and_refuses_rather_than_evicts() -> None:
+    command = SERVICES["redis"]["command"]
+    assert command[command.index("--maxmemory") + 1] == "${REDIS_MAXMEMORY:-1gb}"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
 def test_security_is_on_with_passwords_from_the_environment() -> None:
     es = SERVICES["elasticsearch"]["environment"]
     assert es["xpack.security.enabled"] == "true"

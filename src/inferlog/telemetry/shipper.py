@@ -93,7 +93,7 @@ class Shipper:
         spool: Spool,
         batch_size: int = 200,
         memory_size: int = 10_000,
-        stream_max_len: int = 1_000_000,
+        stream_max_len: int = 200_000,
         flush_interval: float = 0.05,
         takeover_interval: float = 10.0,
         window_seconds: int = 3600,
@@ -250,7 +250,7 @@ class Shipper:
             self._redis_failed(exc)
             return False
         except Exception as exc:
-            if isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM"):
+            if isinstance(exc, redis.OutOfMemoryError):
                 # Redis at its maxmemory (noeviction) refused the whole transaction: the
                 # records stay in the spool until the pipeline has drained and trimmed.
                 problem = "Redis is full (maxmemory): records wait in the spool"
