@@ -18,6 +18,7 @@ from inferlog.config import Settings
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
 from inferlog.telemetry import spool as spool_module
+from inferlog.telemetry.keys import sink_problem_key
 from inferlog.telemetry.record import SCHEMA, RequestRecord
 from tests.servers import RedisServer, wait_until
 
@@ -324,6 +325,20 @@ def test_logs_stats_summarise_the_window(live: tuple[TestClient, FastAPI]) -> No
     assert stats["shipper"]["shipped"] == 5 and stats["shipper"]["dropped"] == 0
     assert stats["stream"]["length"] == 5
     assert stats["stream"]["lag"] == 5  # no pipeline consumer yet
+    assert stats["stream"]["sink_problem"] is None
+
+
+def test_logs_stats_say_when_the_pipeline_s_sink_refuses_writes(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer
+) -> None:
+    client, app = live
+    settings = app.state.settings
+    problem = "sink refusing: 403 security_exception: action [indices:data/write/bulk] ..."
+    key = sink_problem_key(settings.redis_stream, settings.redis_group)
+    redis_server.client().set(key, problem, ex=60)  # what a pipeline in that state keeps
+    stream = client.get("/logs/stats").json()["stream"]
+    assert stream["sink_problem"] == problem
+    assert stream["redis_memory"]["used_bytes"] > 0
 
 
 def test_logs_answer_503_when_redis_is_down(settings: Settings, predictor: Predictor) -> None:
