@@ -4,8 +4,8 @@
           one-line progress log every PIPELINE_PROGRESS_SECONDS
 - once    drain what the stream holds now, with a progress bar, then exit
 - replay  load the NDJSON files of data/indices/ into Elasticsearch (idempotent)
-- setup   the index templates; with KIBANA_URL, the Kibana saved objects; with
-          KIBANA_SYSTEM_PASSWORD, the kibana_system user's password
+- setup   the retention policy, index templates and first indices; with KIBANA_URL, the
+          Kibana saved objects; with KIBANA_SYSTEM_PASSWORD, the kibana_system user's password
 - status  stream length, pending, lag, consumers, dead letters, documents per index
 - drift-report [--since ISO] [--until ISO] [--out FILE]
           drift of the ml-api-message cases over a period, as an HTML report with a plot
@@ -25,12 +25,12 @@ from typing import Any
 
 import httpx
 import redis
-from elasticsearch import Elasticsearch
+from elasticsearch import BadRequestError, Elasticsearch
 from elasticsearch import TransportError as EsTransportError
 from tqdm import tqdm
 
 from inferlog.config import Settings, get_settings
-from logs_pipeline import kibana
+from logs_pipeline import kibana, templates
 from logs_pipeline.collector import Collector, consumer_name
 from logs_pipeline.filter import RecordFilter
 from logs_pipeline.indexer import Indexer, IndexNames
@@ -39,7 +39,6 @@ from logs_pipeline.sinks import Sink
 from logs_pipeline.sinks import elasticsearch as es_sink
 from logs_pipeline.sinks.ndjson import NdjsonSink, read_actions
 from logs_pipeline.status import stream_status
-from logs_pipeline.templates import index_templates
 
 log = logging.getLogger("logs_pipeline")
 
@@ -168,8 +167,9 @@ def once(settings: Settings) -> int:
 
 
 def replay(settings: Settings) -> int:
-    sink = es_sink.ElasticsearchSink(elasticsearch_client(settings))
-    sink.install_templates(index_templates(names(settings)))
+    client = elasticsearch_client(settings)
+    prepare_indices(client, settings)
+    sink = es_sink.ElasticsearchSink(client)
     files = sorted(settings.indices_dir.glob("*.ndjson"))
     if not files:
         raise CliError(f"no NDJSON files in {settings.indices_dir}")
@@ -187,9 +187,43 @@ def replay(settings: Settings) -> int:
     return 0
 
 
+def prepare_indices(client: Elasticsearch, settings: Settings) -> None:
+    """The retention policy, the templates, and each alias's first index: re-runnable."""
+    policy = templates.POLICY_NAME if settings.retention_days else None
+    if policy:  # before the templates that name it
+        body = templates.lifecycle_policy(settings.retention_days)
+        client.ilm.put_lifecycle(name=policy, policy=body["policy"])
+        log.info("lifecycle policy %s: delete after %d days", policy, settings.retention_days)
+    es_sink.ElasticsearchSink(client).install_templates(
+        templates.index_templates(names(settings), policy)
+    )
+    index_names = names(settings)
+    for alias in (
+        index_names.logs,
+        index_names.message,
+        index_names.perfs,
+        index_names.dead_letters,
+    ):
+        if client.indices.exists_alias(name=alias):
+            continue
+        if client.indices.exists(index=alias):  # made by an older version, or auto-created
+            raise CliError(
+                f"{alias} is an index, not an alias: reindex it into {alias}-000001 (or delete "
+                "it), then run setup again"
+            )
+        index, body = templates.first_index(alias)
+        try:
+            client.indices.create(index=index, aliases=body["aliases"])
+        except BadRequestError as exc:  # a concurrent setup made it first
+            if exc.error != "resource_already_exists_exception":
+                raise
+        log.info("index %s created behind the alias %s", index, alias)
+
+
 def setup(settings: Settings) -> int:
-    """The kibana_system password (if given), the index templates, the Kibana saved objects
-    (if KIBANA_URL is set): everything the full stack needs before the pipeline starts."""
+    """The kibana_system password (if given), the retention policy, the index templates and
+    first indices, the Kibana saved objects (if KIBANA_URL is set): everything the full stack
+    needs before the pipeline starts."""
     client = elasticsearch_client(settings)
     if settings.kibana_system_password:
         client.security.change_password(
@@ -197,7 +231,7 @@ def setup(settings: Settings) -> int:
             password=settings.kibana_system_password.get_secret_value(),
         )
         log.info("kibana_system password set")
-    es_sink.ElasticsearchSink(client).install_templates(index_templates(names(settings)))
+    prepare_indices(client, settings)
     if settings.kibana_url:
         auth = None
         if settings.elasticsearch_username and settings.elasticsearch_password:

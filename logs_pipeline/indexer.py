@@ -3,25 +3,27 @@
 - `ml-api-logs`: the whole record; `_id` = transaction id.
 - `ml-api-message`: one document per predicted case (a batch expands); `_id` = transaction id
   + row; every input feature a typed numeric field (`input.<feature>`), plus the prediction.
-- `ml-api-perfs`: one document per profiled request; `_id` = transaction id; timings, memory,
-  call counts, batch size, and the hot functions both as a list (to read) and as
-  `function_ms.<function>` numbers (to chart: one numeric field per function).
+- `ml-api-perfs`: two kinds of documents, told apart by `kind`:
+  - `kind: request`, one per profiled request; `_id` = transaction id: timings, memory, call
+    counts, batch size, and the hot functions as a list (to read);
+  - `kind: function`, one per hot function of that request; `_id` = transaction id + `-f` +
+    rank: the function's name, self and cumulative time, calls, and whether it is the profiled
+    root (the model call itself). Lens charts top values of a keyword field by a sum of a
+    number field; it cannot chart a list of objects per function, nor dynamic keys.
+  Request-level charts filter `NOT kind : "function"`, function charts `kind : "function"`.
 
 A redelivered record yields the same `_id`s, so counts never double.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from inferlog.telemetry.record import RequestRecord
+from inferlog.telemetry.record import HotFunction, RequestRecord
 from logs_pipeline.filter import RecordFilter
 
 Action = dict[str, Any]
-
-_NOT_A_FIELD_CHAR = re.compile(r"[^A-Za-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,13 @@ class IndexNames:
     dead_letters: str = "ml-api-dead-letters"
 
 
-def function_field(file: str, function: str) -> str:
-    """`sklearn/linear_model/_base.py`, `fit` -> `linear_model__base_fit`.
-
-    No dots (they would nest objects); the same name for the same function in every request."""
-    module = file.removesuffix(".py").split("/")[-2:]
-    return _NOT_A_FIELD_CHAR.sub("_", "_".join([*module, function])).strip("_")
+def function_name(function: HotFunction) -> str:
+    """`sklearn/linear_model/_base.py`, `decision_function` ->
+    `sklearn.linear_model._base:decision_function`: the same name for the same function in
+    every request. Anonymous code (`<listcomp>`, `<lambda>`...) keeps its line, since one file
+    may hold several."""
+    name = f"{function.file.removesuffix('.py').replace('/', '.')}:{function.function}"
+    return f"{name}:{function.line}" if function.function.startswith("<") else name
 
 
 def _common(record: RequestRecord) -> dict[str, Any]:
@@ -76,33 +79,55 @@ def message_documents(record: RequestRecord, index: str) -> list[Action]:
     ]
 
 
-def perfs_document(record: RequestRecord, index: str) -> list[Action]:
+def perfs_documents(record: RequestRecord, index: str) -> list[Action]:
     ml = record.ml
     if ml is None or not ml.profile.profiled:
         return []
     profile = ml.profile.model_dump(exclude={"top_functions", "reason", "profiled"})
-    top = [f.model_dump() for f in ml.profile.top_functions]
-    function_ms: dict[str, float] = {}
-    for f in ml.profile.top_functions:
-        name = function_field(f.file, f.function)
-        function_ms[name] = function_ms.get(name, 0.0) + f.cumtime_ms
-    return [
+    top = ml.profile.top_functions
+    # The list is ranked by cumulative time: the first is the profiled call itself (its
+    # cumulative time is the whole call tree's), so it is the root, never a "hot" function.
+    callees = top[1:]
+    hottest = max(callees, key=lambda f: f.tottime_ms) if callees else None
+    common = _common(record)
+    request = {
+        "_index": index,
+        "_id": record.transaction.id,
+        "_source": {
+            **common,
+            "kind": "request",
+            "http": {"response": {"status_code": record.http.response.status_code}},
+            "profile": {
+                **profile,
+                "inference_ms_per_case": ml.profile.inference_ms / ml.batch_size,
+                "top_functions": [f.model_dump() for f in top],
+                # The callee with the most self time (the root is always first by cumtime).
+                "hottest_function": function_name(hottest) if hottest else None,
+            },
+        },
+    }
+    functions = [
         {
             "_index": index,
-            "_id": record.transaction.id,
+            "_id": f"{record.transaction.id}-f{rank}",
             "_source": {
-                **_common(record),
-                "http": {"response": {"status_code": record.http.response.status_code}},
-                "profile": {
-                    **profile,
-                    "inference_ms_per_case": ml.profile.inference_ms / ml.batch_size,
-                    "top_functions": top,
-                    "hottest_function": top[0]["function"] if top else None,
-                    "function_ms": function_ms,
+                **common,
+                "kind": "function",
+                "function": {
+                    "name": function_name(f),
+                    "file": f.file,
+                    "line": f.line,
+                    "calls": f.calls,
+                    "tottime_ms": f.tottime_ms,
+                    "cumtime_ms": f.cumtime_ms,
+                    "rank": rank,
+                    "root": rank == 0,
                 },
             },
         }
+        for rank, f in enumerate(top)
     ]
+    return [request, *functions]
 
 
 class Indexer:
@@ -119,5 +144,5 @@ class Indexer:
         if "message" in targets:
             actions += message_documents(record, self.names.message)
         if "perfs" in targets:
-            actions += perfs_document(record, self.names.perfs)
+            actions += perfs_documents(record, self.names.perfs)
         return actions

@@ -9,6 +9,9 @@ Lens panels by value (`panelsJSON`, `embeddableConfig.attributes` with a `formBa
 chart, each layer naming its data view in `references` as
 `indexpattern-datasource-layer-<layer id>`); saved searches are `search` objects whose data view
 is the reference `kibanaSavedObjectMeta.searchSourceJSON.index`.
+
+A panel's KQL query (`state.query`) picks its documents: `ml-api-perfs` holds request and
+function documents (`kind`), so every panel on it names the kind it charts, or counts would mix.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from logs_pipeline.filter import PREDICTION_ROUTES
 from logs_pipeline.indexer import IndexNames
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,18 @@ SAVED_OBJECTS_FILE = Path(__file__).parent / "kibana" / "saved_objects.ndjson"
 CORE_MIGRATION_VERSION = "8.8.0"
 PANEL_VERSION = "8.11.0"
 DOCUMENTED_TYPES = {"index-pattern", "dashboard", "search"}
+
+# Which documents a panel charts (KQL). `NOT kind : "function"` rather than `kind : "request"`:
+# request documents indexed before `kind` existed still count.
+REQUESTS = 'NOT kind : "function"'
+FUNCTIONS = 'kind : "function"'
+CALLEES = 'kind : "function" and not function.root : true'
+INFERENCES = "ml.profile.profiled : *"  # records of requests that reached the model
+UNPROFILED = "ml.profile.profiled : false"
+
+
+def route_query(route: str) -> str:
+    return f'url.path : "{route}"'
 
 
 def data_view_id(index: str) -> str:
@@ -83,10 +99,13 @@ def metric(operation: str, field: str | None, label: str, **params: Any) -> dict
     return column
 
 
-def terms(field: str, size: int, order_by: str) -> dict[str, Any]:
-    return {
-        "label": f"Top {size} values of {field}",
-        "dataType": "string",
+def terms(
+    field: str, size: int, order_by: str, data_type: str = "string", label: str | None = None
+) -> dict[str, Any]:
+    """Top values; `data_type` is Kibana's type of the field (keyword: string, boolean...)."""
+    column: dict[str, Any] = {
+        "label": label or f"Top {size} values of {field}",
+        "dataType": data_type,
         "operationType": "terms",
         "sourceField": field,
         "isBucketed": True,
@@ -99,6 +118,9 @@ def terms(field: str, size: int, order_by: str) -> dict[str, Any]:
             "missingBucket": False,
         },
     }
+    if label:
+        column["customLabel"] = True
+    return column
 
 
 def histogram(field: str) -> dict[str, Any]:
@@ -133,6 +155,7 @@ def lens_panel(
     columns: dict[str, dict[str, Any]],
     visualization_type: str,
     visualization: dict[str, Any],
+    query: str = "",
 ) -> dict[str, Any]:
     layer_id = layer_of(panel_id)
     x, y, w, h = grid
@@ -157,7 +180,7 @@ def lens_panel(
                 ],
                 "state": {
                     "visualization": visualization,
-                    "query": {"query": "", "language": "kuery"},
+                    "query": {"query": query, "language": "kuery"},
                     "filters": [],
                     "datasourceStates": {
                         "formBased": {
@@ -227,12 +250,12 @@ def xy_panel(
     columns: dict[str, dict[str, Any]],
     x: str,
     split: str | None = None,
+    query: str = "",
 ) -> dict[str, Any]:
     accessors = [c for c, col in columns.items() if not col["isBucketed"]]
     layer_id = layer_of(panel_id)
-    return lens_panel(
-        panel_id, title, grid, index, columns, "lnsXY", xy(series, layer_id, x, accessors, split)
-    )
+    visualization = xy(series, layer_id, x, accessors, split)
+    return lens_panel(panel_id, title, grid, index, columns, "lnsXY", visualization, query)
 
 
 def dashboard(
@@ -308,13 +331,37 @@ def saved_search(
     }
 
 
-def performance_dashboard(perfs: str) -> dict[str, Any]:
-    latency = {
+def latency_columns(field: str) -> dict[str, dict[str, Any]]:
+    return {
         "t": date_histogram(),
-        "p50": metric("percentile", "profile.latency_ms", "p50 latency (ms)", percentile=50),
-        "p95": metric("percentile", "profile.latency_ms", "p95 latency (ms)", percentile=95),
-        "p99": metric("percentile", "profile.latency_ms", "p99 latency (ms)", percentile=99),
+        **{
+            f"p{n}": metric("percentile", field, f"p{n} latency (ms)", percentile=n)
+            for n in (50, 95, 99)
+        },
     }
+
+
+TIME_LABELS = {"tottime_ms": "total self time", "cumtime_ms": "total cumulative time"}
+
+
+def hot_functions(
+    panel_id: str,
+    title: str,
+    grid: tuple[int, int, int, int],
+    perfs: str,
+    time_field: str,
+    query: str,
+) -> dict[str, Any]:
+    """Top 10 functions by the time they took over the period (a sum over function documents:
+    a function called in every request weighs more than one called once)."""
+    columns = {
+        "fn": terms("function.name", 10, "time", label="function"),
+        "time": metric("sum", f"function.{time_field}", f"{TIME_LABELS[time_field]} (ms)"),
+    }
+    return xy_panel(panel_id, title, grid, perfs, "bar_horizontal", columns, "fn", query=query)
+
+
+def performance_dashboard(perfs: str, logs: str) -> dict[str, Any]:
     cpu = {
         "t": date_histogram(),
         "cpu": metric("average", "profile.cpu_ms", "mean CPU time (ms)"),
@@ -325,24 +372,105 @@ def performance_dashboard(perfs: str) -> dict[str, Any]:
         "t": date_histogram(),
         "calls": metric("average", "profile.function_calls", "function calls per request"),
     }
-    hottest = {
-        "fn": terms("profile.hottest_function", 10, "requests"),
-        "requests": metric("count", None, "requests"),
-        "time": metric("average", "profile.inference_ms", "mean inference (ms)"),
+    profiled = {
+        "profiled": terms("ml.profile.profiled", 2, "n", "boolean", label="profiled"),
+        "n": metric("count", None, "requests"),
+    }
+    reasons = {
+        "reason": terms("ml.profile.reason", 5, "n", label="why not profiled"),
+        "n": metric("count", None, "requests"),
     }
     panels = [
-        xy_panel("latency", "Latency p50 / p95 / p99", (0, 0, 48, 12), perfs, "line", latency, "t"),
-        xy_panel("cpu", "CPU time and inference time", (0, 12, 24, 12), perfs, "line", cpu, "t"),
-        xy_panel("rss", "Resident memory", (24, 12, 24, 12), perfs, "line", rss, "t"),
-        xy_panel("calls", "Python function calls", (0, 24, 24, 12), perfs, "line", calls, "t"),
         xy_panel(
-            "hottest", "Hottest functions", (24, 24, 24, 12), perfs, "bar_horizontal", hottest, "fn"
+            "latency",
+            "Latency p50 / p95 / p99 (profiled requests)",
+            (0, 0, 48, 12),
+            perfs,
+            "line",
+            latency_columns("profile.latency_ms"),
+            "t",
+            query=REQUESTS,
+        ),
+        # Every inference request, profiled or not, from ml-api-logs: profiling slows a request
+        # down and may be sampled, so the profiled ones alone would misstate a route's latency.
+        *(
+            xy_panel(
+                f"latency-{route.strip('/').replace('/', '-')}",
+                f"Latency of {route} p50 / p95 / p99",
+                (16 * n, 12, 16, 12),
+                logs,
+                "line",
+                latency_columns("ml.profile.latency_ms"),
+                "t",
+                query=route_query(route),
+            )
+            for n, route in enumerate(PREDICTION_ROUTES)
+        ),
+        xy_panel(
+            "cpu",
+            "CPU time and inference time",
+            (0, 24, 24, 12),
+            perfs,
+            "line",
+            cpu,
+            "t",
+            query=REQUESTS,
+        ),
+        xy_panel(
+            "rss", "Resident memory", (24, 24, 24, 12), perfs, "line", rss, "t", query=REQUESTS
+        ),
+        xy_panel(
+            "calls",
+            "Python function calls",
+            (0, 36, 16, 12),
+            perfs,
+            "line",
+            calls,
+            "t",
+            query=REQUESTS,
+        ),
+        lens_panel(
+            "profiled",
+            "Profiled share of inferences",
+            (16, 36, 16, 12),
+            logs,
+            profiled,
+            "lnsPie",
+            pie(layer_of("profiled"), ["profiled"], "n"),
+            query=INFERENCES,
+        ),
+        xy_panel(
+            "unprofiled",
+            "Why inferences were not profiled",
+            (32, 36, 16, 12),
+            logs,
+            "bar_horizontal",
+            reasons,
+            "reason",
+            query=UNPROFILED,
+        ),
+        hot_functions(
+            "hottest-self",
+            "Hottest functions by self time (tottime)",
+            (0, 48, 24, 15),
+            perfs,
+            "tottime_ms",
+            FUNCTIONS,
+        ),
+        hot_functions(
+            "hottest-cumulative",
+            "Hottest functions by cumulative time (profiled call excluded)",
+            (24, 48, 24, 15),
+            perfs,
+            "cumtime_ms",
+            CALLEES,
         ),
     ]
     return dashboard(
         "inferlog-inference-performance",
         "Inference performance",
-        "Latency percentiles, CPU, memory, call counts and hot functions of profiled requests.",
+        "Latency percentiles per route, CPU, memory, call counts, profiled share and the "
+        "hottest functions of profiled requests.",
         panels,
     )
 
@@ -434,7 +562,7 @@ def saved_objects(names: IndexNames | None = None) -> list[dict[str, Any]]:
             "event.duration > 50000000",
             ["url.path", "http.response.status_code", "event.duration", "message"],
         ),
-        performance_dashboard(names.perfs),
+        performance_dashboard(names.perfs, names.logs),
         predictions_dashboard(names.message),
     ]
 

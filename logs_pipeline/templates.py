@@ -1,10 +1,19 @@
-"""Index templates with explicit mappings, for Elasticsearch 8.x (`PUT _index_template/<name>`).
+"""Index templates, lifecycle policy and first indices, for Elasticsearch 8.x.
 
-Composable templates (`index_patterns`, `template.settings`, `template.mappings`, `priority`)
-as documented for Elasticsearch 8. Every mapping is `dynamic: strict`: a document with a field
-the template does not declare is refused (and dead-lettered), so the indices never drift from
-the schema. The `ml-api-message` input fields are generated from the feature spec; the
-`ml-api-perfs` per-function numbers use a dynamic template (`function_ms.*` -> float).
+Composable templates (`PUT _index_template/<name>`: `index_patterns`, `template.settings`,
+`template.mappings`, `priority`) as documented for Elasticsearch 8. Every mapping is
+`dynamic: strict`: a document with a field the template does not declare is refused (and
+dead-lettered), so the indices never drift from the schema. The `ml-api-message` input fields
+are generated from the feature spec.
+
+Retention: each index name (`ml-api-logs`...) is a rollover alias. `setup` installs the ILM
+policy (`PUT _ilm/policy/<name>`), the templates (matching `<alias>-*`, naming the policy and
+the alias in `index.lifecycle.name` / `index.lifecycle.rollover_alias`), then creates the first
+index `<alias>-000001` with the alias as its write index. ILM rolls over to `-000002`... after a
+day or 50 GB per primary shard, and deletes an index RETENTION_DAYS after its rollover. The
+pipeline writes to the alias with `index` operations and explicit `_id`s: a redelivered record
+overwrites its documents (within the current write index). With RETENTION_DAYS=0 there is no
+policy (servers without ILM, such as OpenSearch and its test doubles): indices grow forever.
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ BOOLEAN = {"type": "boolean"}
 DATE = {"type": "date"}
 
 SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0}
+POLICY_NAME = "inferlog-retention"
+ROLLOVER = {"max_age": "1d", "max_primary_shard_size": "50gb"}
+FIRST_GENERATION = "000001"  # rollover increments a trailing `-<number>`, keeping its width
 
 PREDICTION = {
     "properties": {
@@ -121,18 +133,13 @@ def message_mapping() -> dict[str, Any]:
 
 
 def perfs_mapping() -> dict[str, Any]:
+    """`kind: request` documents (one per profiled request) and `kind: function` documents (one
+    per hot function of a profiled request) share the index; see logs_pipeline/indexer.py."""
     return {
         "dynamic": "strict",
-        "dynamic_templates": [
-            {
-                "function_ms": {
-                    "path_match": "profile.function_ms.*",
-                    "mapping": DOUBLE,
-                }
-            }
-        ],
         "properties": {
             **COMMON,
+            "kind": KEYWORD,
             "http": {"properties": {"response": {"properties": {"status_code": LONG}}}},
             "profile": {
                 "properties": {
@@ -140,8 +147,18 @@ def perfs_mapping() -> dict[str, Any]:
                     "inference_ms_per_case": DOUBLE,
                     "top_functions": HOT_FUNCTION,
                     "hottest_function": KEYWORD,
-                    # New function names become fields through the dynamic template above.
-                    "function_ms": {"type": "object", "dynamic": True},
+                }
+            },
+            "function": {
+                "properties": {
+                    "name": KEYWORD,  # module:function, the same in every request
+                    "file": KEYWORD,
+                    "line": INTEGER,
+                    "calls": LONG,
+                    "tottime_ms": DOUBLE,
+                    "cumtime_ms": DOUBLE,
+                    "rank": INTEGER,
+                    "root": BOOLEAN,  # the profiled model call itself
                 }
             },
         },
@@ -162,20 +179,50 @@ def dead_letters_mapping() -> dict[str, Any]:
     }
 
 
-def index_templates(names: IndexNames) -> dict[str, dict[str, Any]]:
-    """Template name -> body of `PUT _index_template/<name>`."""
+def lifecycle_policy(retention_days: int) -> dict[str, Any]:
+    """Body of `PUT _ilm/policy/<POLICY_NAME>`: roll over daily (or at 50 GB per primary
+    shard), delete `retention_days` after the rollover (ILM counts a rolled-over index's age
+    from its rollover), so a document lives between retention_days and retention_days + 1."""
+    return {
+        "policy": {
+            "_meta": {"managed_by": "inferlog logs_pipeline setup"},
+            "phases": {
+                "hot": {"min_age": "0ms", "actions": {"rollover": ROLLOVER}},
+                "delete": {"min_age": f"{retention_days}d", "actions": {"delete": {}}},
+            },
+        }
+    }
+
+
+def first_index(alias: str) -> tuple[str, dict[str, Any]]:
+    """Name and body of `PUT <alias>-000001`: the alias's first write index."""
+    return f"{alias}-{FIRST_GENERATION}", {"aliases": {alias: {"is_write_index": True}}}
+
+
+def index_templates(
+    names: IndexNames, policy: str | None = POLICY_NAME
+) -> dict[str, dict[str, Any]]:
+    """Template name -> body of `PUT _index_template/<name>`; `policy=None`: no ILM settings
+    (a server without ILM refuses them: `unknown setting [index.lifecycle.name]`)."""
     mappings = {
         names.logs: logs_mapping(),
         names.message: message_mapping(),
         names.perfs: perfs_mapping(),
         names.dead_letters: dead_letters_mapping(),
     }
-    return {
-        index: {
-            "index_patterns": [index, f"{index}-*"],
+    templates = {}
+    for alias, mapping in mappings.items():
+        settings: dict[str, Any] = dict(SETTINGS)
+        if policy:
+            settings |= {
+                "index.lifecycle.name": policy,
+                "index.lifecycle.rollover_alias": alias,
+            }
+        templates[alias] = {
+            # Only the generations: the bare name is the alias, never an index.
+            "index_patterns": [f"{alias}-*"],
             "priority": 200,
-            "template": {"settings": SETTINGS, "mappings": mapping},
+            "template": {"settings": settings, "mappings": mapping},
             "_meta": {"managed_by": "inferlog logs_pipeline setup"},
         }
-        for index, mapping in mappings.items()
-    }
+    return templates

@@ -3,7 +3,10 @@
 It does two test-only jobs, so the product code talks to it unmodified, over HTTP, with the
 official client:
 - the shim: osmem answers 406 to the client's `application/vnd.elasticsearch+json;
-  compatible-with=8` media type, so the proxy rewrites it to plain JSON / NDJSON;
+  compatible-with=8` media type, so the proxy rewrites it to plain JSON / NDJSON. osmem has
+  no index lifecycle management: the proxy keeps `PUT _ilm/policy/<name>` bodies itself
+  (`ilm_policies`) and takes the `index.lifecycle.*` settings out of index templates (keeping
+  them in `lifecycle_settings`), as Elasticsearch would store them;
 - fault injection, on bulk requests only, without forwarding what it refuses:
   `fail(n, status)` answers the next n with that status (401 expired credentials, 403 missing
   privileges, 429 or 503 an overloaded cluster); `limit_body(n)` answers 413 to bodies over n
@@ -45,6 +48,8 @@ class SearchProxy:
         self._pass_first = 0
         self.max_body: int | None = None
         self.poison: bytes | None = None
+        self.ilm_policies: dict[str, dict[str, object]] = {}
+        self.lifecycle_settings: dict[str, dict[str, object]] = {}
         self.bulk_requests = 0
         self.refused_bulk_requests = 0
         proxy = self
@@ -58,6 +63,19 @@ class SearchProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if self.path.startswith("/_ilm/policy/") and self.command == "PUT":
+                    name = self.path.split("?")[0].removeprefix("/_ilm/policy/")
+                    proxy.ilm_policies[name] = json.loads(body or b"{}")
+                    self._reply(200, {"acknowledged": True})
+                    return
+                if self.path.startswith("/_index_template/") and self.command == "PUT" and body:
+                    template = json.loads(body)
+                    settings = template.get("template", {}).get("settings", {})
+                    name = self.path.split("?")[0].removeprefix("/_index_template/")
+                    proxy.lifecycle_settings[name] = {
+                        key: settings.pop(key) for key in list(settings) if "lifecycle" in key
+                    }
+                    body = json.dumps(template).encode()
                 if "_bulk" in self.path:
                     status = proxy._take_failure(body or b"")
                     if status is not None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from logs_pipeline.sinks import Action, Rejected, WriteResult
 log = logging.getLogger(__name__)
 
 REJECTED_ITEM_STATUSES = {400}
+GENERATION = re.compile(r"-\d{6}$")
 MAX_CHUNK_BYTES = 10 * 1024 * 1024
 
 
@@ -113,7 +116,9 @@ class ElasticsearchSink:
         """One bulk request; False if the cluster as a whole did not take it."""
         body = b"".join(lines for _, lines in chunk)
         try:
-            response = self.client.bulk(operations=body)
+            # Only through the aliases `setup` made: a write before it must not auto-create a
+            # plain index of the alias's name (it would block the alias for good).
+            response = self.client.bulk(operations=body, require_alias=True)
         except ApiError as exc:
             status = exc.meta.status
             if status in (400, 413):
@@ -162,8 +167,12 @@ class ElasticsearchSink:
         return self._send(chunk[middle:], result)
 
     def counts(self) -> dict[str, int]:
+        """Documents per alias (its generations `-000001`, `-000002`... added up)."""
         stats = self.client.cat.indices(format="json", h="index,docs.count")
-        return {row["index"]: int(row["docs.count"] or 0) for row in stats}
+        counts: Counter[str] = Counter()
+        for row in stats:
+            counts[GENERATION.sub("", row["index"])] += int(row["docs.count"] or 0)
+        return dict(counts)
 
     def install_templates(self, templates: dict[str, dict[str, Any]]) -> None:
         for name, body in templates.items():

@@ -52,7 +52,11 @@ class Settings(BaseSettings):
         1.0, ge=0.0, le=1.0, description="share of inferences profiled (0.0 to 1.0)"
     )
     profiling_top_n: int = Field(
-        10, ge=1, le=200, description="functions kept per profile, by cumulative time"
+        10,
+        ge=1,
+        le=200,
+        description="functions kept per profile: the top N by cumulative time, then the top N "
+        "by self time not among them",
     )
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
@@ -130,6 +134,12 @@ class Settings(BaseSettings):
     pipeline_block_ms: int = Field(1000, ge=1, description="how long XREADGROUP waits")
     pipeline_claim_idle_ms: int = Field(
         60_000, ge=1000, description="pending this long: claimed from a dead consumer"
+    )
+    retention_days: int = Field(
+        30,
+        ge=0,
+        description="days the indices keep documents (an ILM policy `setup` installs: daily "
+        "rollover, delete after this many days); 0: no policy (servers without ILM)",
     )
     pipeline_max_deliveries: int = Field(
         10,

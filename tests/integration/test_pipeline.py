@@ -34,7 +34,7 @@ from inferlog.telemetry.keys import sink_problem_key
 from logs_pipeline.__main__ import make_pipeline, names, replay, setup
 from logs_pipeline.pipeline import Pipeline
 from logs_pipeline.status import stream_status
-from logs_pipeline.templates import index_templates
+from logs_pipeline.templates import POLICY_NAME, index_templates
 from tests.search_server import SearchProxy
 from tests.servers import RedisServer, wait_until
 
@@ -134,7 +134,17 @@ def counts(settings: Settings) -> Expected:
     def count(name: str) -> int:
         return client.count(index=name)["count"] if client.indices.exists(index=name) else 0
 
-    return Expected(logs=count(index.logs), message=count(index.message), perfs=count(index.perfs))
+    def requests(name: str) -> int:  # request documents, not their hot functions
+        query = {"bool": {"must_not": {"term": {"kind": "function"}}}}
+        return (
+            client.count(index=name, query=query)["count"]
+            if client.indices.exists(index=name)
+            else 0
+        )
+
+    return Expected(
+        logs=count(index.logs), message=count(index.message), perfs=requests(index.perfs)
+    )
 
 
 def dead_letters(settings: Settings) -> list[dict[str, Any]]:
@@ -163,15 +173,19 @@ def test_mixed_traffic_gives_exact_counts_and_documents_match_the_templates(
     templates = index_templates(names(settings))
     for index in (names(settings).logs, names(settings).message, names(settings).perfs):
         declared = templates[index]["template"]["mappings"]["properties"]
-        actual = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
-        assert set(actual) == set(declared), index
+        (generation,) = client.indices.get_mapping(index=index).values()  # behind the alias
+        assert set(generation["mappings"]["properties"]) == set(declared), index
     message = client.search(index=names(settings).message, size=1)["hits"]["hits"][0]["_source"]
     assert set(message["input"]) == set(dataset.load().feature_names)
     perf = client.search(
         index=names(settings).perfs, size=1, query={"term": {"url.path": "/predict"}}
     )
     profile = perf["hits"]["hits"][0]["_source"]["profile"]
-    assert profile["function_calls"] > 0 and profile["function_ms"]
+    assert profile["function_calls"] > 0 and profile["top_functions"]
+    roots = client.search(
+        index=names(settings).perfs, size=0, query={"term": {"function.root": True}}
+    )
+    assert roots["hits"]["total"]["value"] == expected.perfs  # one per profiled request
 
 
 def test_records_delivered_twice_keep_the_same_counts(
@@ -232,12 +246,15 @@ def test_malformed_and_unknown_schema_entries_become_dead_letters(
 def test_a_document_the_mapping_refuses_is_dead_lettered_and_acknowledged(
     settings: Settings, predictor: Predictor, redis_server: RedisServer
 ) -> None:
-    setup_templates(settings)
-    produce(settings, predictor, rounds=1)
     # A logs index whose `message` is numeric: every record is refused (400, a mapping error).
+    alias = names(settings).logs
     es(settings).indices.create(
-        index=names(settings).logs, mappings={"properties": {"message": {"type": "long"}}}
+        index=f"{alias}-000001",
+        aliases={alias: {"is_write_index": True}},
+        mappings={"properties": {"message": {"type": "long"}}},
     )
+    setup_templates(settings)  # keeps the alias there is
+    produce(settings, predictor, rounds=1)
     drain(make_pipeline(settings))
     letters = dead_letters(settings)
     assert len(letters) == 7
@@ -620,11 +637,14 @@ def test_a_request_the_cluster_cannot_parse_is_bisected_to_the_one_bad_document(
 def test_a_dead_letter_the_sink_refuses_leaves_its_entry_pending(
     settings: Settings, predictor: Predictor, redis_server: RedisServer
 ) -> None:
-    setup_templates(settings)
     # A dead-letter index whose `reason` is numeric: every dead letter is refused.
+    alias = names(settings).dead_letters
     es(settings).indices.create(
-        index=names(settings).dead_letters, mappings={"properties": {"reason": {"type": "long"}}}
+        index=f"{alias}-000001",
+        aliases={alias: {"is_write_index": True}},
+        mappings={"properties": {"reason": {"type": "long"}}},
     )
+    setup_templates(settings)
     r = redis_server.client()
     unusable = r.xadd(settings.redis_stream, {"record": "{not json"})
     expected = produce(settings, predictor, rounds=1)
@@ -734,3 +754,37 @@ def test_a_redis_restart_mid_run_loses_nothing(
         assert server.client().xpending(local.redis_stream, local.redis_group)["pending"] == 0
     finally:
         server.stop()
+
+
+def test_setup_installs_retention_and_the_first_index_behind_each_alias(
+    settings: Settings, proxy: SearchProxy
+) -> None:
+    setup_templates(settings)
+    setup_templates(settings)  # re-runnable
+    policy = proxy.ilm_policies[POLICY_NAME]["policy"]
+    assert policy["phases"]["delete"]["min_age"] == f"{settings.retention_days}d"
+    assert "rollover" in policy["phases"]["hot"]["actions"]
+    client = es(settings)
+    for alias in vars(names(settings)).values():
+        assert proxy.lifecycle_settings[alias] == {
+            "index.lifecycle.name": POLICY_NAME,
+            "index.lifecycle.rollover_alias": alias,
+        }
+        (index,) = client.indices.get_alias(name=alias)
+        assert index == f"{alias}-000001"
+        assert client.indices.get_alias(name=alias)[index]["aliases"][alias]["is_write_index"]
+        assert client.count(index=alias)["count"] == 0  # panels have fields before documents
+
+
+def test_a_pipeline_started_before_setup_waits_for_it_and_creates_no_index(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer
+) -> None:
+    expected = produce(settings, predictor, rounds=1)
+    with Running(settings) as pipeline:
+        wait_until(lambda: "index_not_found" in (sink_problem(redis_server, settings) or ""), 30)
+        assert pipeline.counters.acknowledged == 0
+        assert not es(settings).indices.exists(index=names(settings).logs)  # not auto-created
+        setup_templates(settings)
+        wait_until(lambda: pipeline.counters.acknowledged == expected.logs, 60)
+    assert counts(settings) == expected
+    assert es(settings).indices.get_alias(name=names(settings).logs)

@@ -1,19 +1,32 @@
-"""The Kibana saved objects (Kibana cannot run here): structure, references, and fields that
-exist in the index templates, checked on the committed ndjson file."""
+"""The Kibana saved objects (Kibana cannot run here): structure, references, and what Kibana
+itself would check before drawing a panel, on the committed ndjson file:
+- each Lens column's operation is one Lens offers for the field's type, on an aggregatable
+  field, as Kibana derives both from the mappings (field capabilities);
+- each panel's documents exist: the indexer, given records like the API's, produces documents
+  that the panel's query selects and that hold every field the panel charts."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
-from logs_pipeline.indexer import IndexNames
+from inferlog.ml import dataset
+from inferlog.ml.predictor import Predictor
+from inferlog.telemetry.drafts import Draft, InferenceDraft, record_json
+from inferlog.telemetry.profiler import InferenceProfiler
+from inferlog.telemetry.record import RequestRecord
+from logs_pipeline.filter import PREDICTION_ROUTES, RecordFilter
+from logs_pipeline.indexer import Indexer, IndexNames
 from logs_pipeline.kibana import (
     DOCUMENTED_TYPES,
     SAVED_OBJECTS_FILE,
+    data_view_id,
     import_saved_objects,
     saved_objects,
     to_ndjson,
@@ -22,28 +35,106 @@ from logs_pipeline.templates import index_templates
 
 OBJECTS = [json.loads(line) for line in SAVED_OBJECTS_FILE.read_text().splitlines()]
 BY_ID = {(o["type"], o["id"]): o for o in OBJECTS}
+NAMES = IndexNames()
 
 
-def mapped_fields(properties: dict[str, Any], prefix: str = "") -> set[str]:
-    fields = set()
+class Field(NamedTuple):
+    type: str  # Kibana's field type: string, number, date, boolean, ip
+    aggregatable: bool
+
+
+# Elasticsearch field type -> Kibana field type (the kbn-field-types table, for what we map).
+KIBANA_TYPES = {
+    **dict.fromkeys(["keyword", "text", "match_only_text", "wildcard"], "string"),
+    **dict.fromkeys(
+        ["long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float"],
+        "number",
+    ),
+    **dict.fromkeys(["date", "date_nanos"], "date"),
+    "boolean": "boolean",
+    "ip": "ip",
+}
+
+
+def kibana_fields(properties: dict[str, Any], prefix: str = "") -> dict[str, Field]:
+    """The fields a data view lists for a mapping, as field capabilities report them: an object
+    with `enabled: false` has no fields; `text` is not aggregatable (no fielddata); a field
+    without doc values is not aggregatable. Fields that only a dynamic template would create do
+    not exist until a document has them, so a panel must not chart them."""
+    fields: dict[str, Field] = {}
     for name, spec in properties.items():
         path = f"{prefix}{name}"
         if "properties" in spec:
-            fields |= mapped_fields(spec["properties"], f"{path}.")
+            fields |= kibana_fields(spec["properties"], f"{path}.")
+        elif spec.get("type", "object") == "object":
+            continue  # `enabled: false`, or a dynamic object: nothing to chart
         else:
-            fields.add(path)
+            aggregatable = spec["type"] != "text" and spec.get("doc_values", True)
+            fields[path] = Field(KIBANA_TYPES[spec["type"]], aggregatable)
     return fields
 
 
-TEMPLATES = index_templates(IndexNames())
+TEMPLATES = index_templates(NAMES)
 FIELDS = {
-    f"inferlog-{index}": mapped_fields(body["template"]["mappings"]["properties"])
+    data_view_id(index): kibana_fields(body["template"]["mappings"]["properties"])
     for index, body in TEMPLATES.items()
+}
+
+# Lens operation -> the field types it offers (x-pack/plugins/lens/.../operations/definitions),
+# and the column's data type Kibana would store for it (None: the field's own type).
+OPERATIONS: dict[str, tuple[set[str], str | None]] = {
+    "date_histogram": ({"date"}, "date"),
+    "terms": ({"string", "boolean", "number", "ip"}, None),
+    "range": ({"number"}, "number"),
+    "percentile": ({"number"}, "number"),
+    "median": ({"number"}, "number"),
+    "average": ({"number"}, "number"),
+    "sum": ({"number"}, "number"),
+    "standard_deviation": ({"number"}, "number"),
+    "min": ({"number", "date"}, None),
+    "max": ({"number", "date"}, None),
+    "unique_count": ({"string", "boolean", "number", "ip", "date"}, "number"),
+    "count": ({"string", "boolean", "number", "ip", "date"}, "number"),
 }
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return json.loads(dashboard["attributes"]["panelsJSON"])
+
+
+def lens_panels() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{o['id']}:{p['panelIndex']}", p)
+        for o in OBJECTS
+        if o["type"] == "dashboard"
+        for p in panels(o)
+    ]
+
+
+def layers(panel: dict[str, Any]) -> dict[str, Any]:
+    return panel["embeddableConfig"]["attributes"]["state"]["datasourceStates"]["formBased"][
+        "layers"
+    ]
+
+
+def data_view_of(panel: dict[str, Any]) -> str:
+    (reference,) = panel["embeddableConfig"]["attributes"]["references"]
+    return reference["id"]
+
+
+def query_of(panel: dict[str, Any]) -> str:
+    query = panel["embeddableConfig"]["attributes"]["state"]["query"]
+    assert query["language"] == "kuery"
+    return query["query"]
+
+
+def charted_fields(panel: dict[str, Any]) -> set[str]:
+    return {
+        column["sourceField"]
+        for layer in layers(panel).values()
+        for column in layer["columns"].values()
+        if column["sourceField"] != "___records___"
+    }
 
 
 def test_the_committed_file_is_what_the_builder_makes() -> None:
@@ -93,26 +184,163 @@ def test_every_reference_resolves_within_the_set(obj: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "dashboard", [o for o in OBJECTS if o["type"] == "dashboard"], ids=lambda o: o["id"]
 )
-def test_lens_panels_chart_fields_the_templates_map(dashboard: dict[str, Any]) -> None:
+def test_lens_panels_are_wired_to_their_layers(dashboard: dict[str, Any]) -> None:
     top_level = {r["name"] for r in dashboard["references"]}
     for panel in panels(dashboard):
         attributes = panel["embeddableConfig"]["attributes"]
         assert panel["type"] == "lens" and attributes["visualizationType"] in {"lnsXY", "lnsPie"}
-        layers = attributes["state"]["datasourceStates"]["formBased"]["layers"]
         (reference,) = attributes["references"]
         assert f"{panel['panelIndex']}:{reference['name']}" in top_level
-        for layer_id, layer in layers.items():
+        for layer_id, layer in layers(panel).items():
             assert reference["name"] == f"indexpattern-datasource-layer-{layer_id}"
             assert layer["columnOrder"] == list(layer["columns"])
-            for column in layer["columns"].values():
-                field = column["sourceField"]
-                assert field == "___records___" or field in FIELDS[reference["id"]], field
-        visualization = attributes["state"]["visualization"]
-        for vis_layer in visualization["layers"]:
+        for vis_layer in attributes["state"]["visualization"]["layers"]:
             used = [vis_layer.get("xAccessor"), vis_layer.get("splitAccessor")]
             used += vis_layer.get("accessors", []) + vis_layer.get("metrics", [])
             used += vis_layer.get("primaryGroups", [])
-            assert {c for c in used if c} <= set(layers[vis_layer["layerId"]]["columns"])
+            assert {c for c in used if c} <= set(layers(panel)[vis_layer["layerId"]]["columns"])
+
+
+@pytest.mark.parametrize(
+    ("name", "panel"), lens_panels(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_each_column_is_an_operation_kibana_offers_for_its_field(
+    name: str, panel: dict[str, Any]
+) -> None:
+    fields = FIELDS[data_view_of(panel)]
+    for layer in layers(panel).values():
+        for column_id, column in layer["columns"].items():
+            where = f"{name}/{column_id}"
+            operation = column["operationType"]
+            assert operation in OPERATIONS, f"{where}: {operation} is not checked here"
+            types, data_type = OPERATIONS[operation]
+            if column["sourceField"] == "___records___":
+                assert operation == "count", where
+                continue
+            field = fields.get(column["sourceField"])
+            assert field is not None, f"{where}: {column['sourceField']} is not a mapped field"
+            assert field.aggregatable, f"{where}: {column['sourceField']} is not aggregatable"
+            assert field.type in types, f"{where}: {operation} on a {field.type} field"
+            assert column["dataType"] == (data_type or field.type), where
+            assert column["isBucketed"] == (operation in {"date_histogram", "terms", "range"})
+            if operation == "percentile":
+                percentile = column["params"]["percentile"]
+                assert isinstance(percentile, int) and 1 <= percentile <= 99, where
+            if operation == "terms":
+                order = column["params"]["orderBy"]
+                if order["type"] == "column":
+                    assert not layer["columns"][order["columnId"]]["isBucketed"], where
+
+
+def test_every_panel_on_the_perfs_index_says_which_kind_of_document_it_charts() -> None:
+    """Request and function documents share ml-api-perfs: a panel over both would count a
+    profiled request eleven times."""
+    perfs = data_view_id(NAMES.perfs)
+    on_perfs = [(n, p) for n, p in lens_panels() if data_view_of(p) == perfs]
+    assert on_perfs
+    for name, panel in on_perfs:
+        assert re.search(r'\bkind : "(function|request)"', query_of(panel)), name
+
+
+# -- the panels' documents, from records built like the API builds them -----------------------
+
+
+def record(
+    predictor: Predictor,
+    path: str,
+    cases: int = 1,
+    profiled: bool = True,
+    status: int = 200,
+) -> RequestRecord:
+    x = dataset.split().x_test[:cases]
+    predictions, capture = InferenceProfiler(enabled=profiled).run(predictor.predict, x)
+    draft = Draft(
+        timestamp=dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC),
+        transaction_id=f"t-{path}-{cases}-{profiled}-{status}",
+        method="POST",
+        path=path,
+        status=status,
+        duration_ns=2_000_000,
+        inference=InferenceDraft("m", "v1", x, cases > 1, capture, predictions)
+        if status < 400
+        else None,
+    )
+    return RequestRecord.model_validate_json(record_json(draft, "api", "0.1.0", "host", 10))
+
+
+@pytest.fixture(scope="module")
+def documents(predictor: Predictor) -> dict[str, list[dict[str, Any]]]:
+    """Data view id -> the `_source`s the indexer makes of a little of every kind of traffic."""
+    records = [
+        record(predictor, route, cases=3 if "batch" in route else 1) for route in PREDICTION_ROUTES
+    ]
+    records += [
+        record(predictor, "/predict", profiled=False),
+        record(predictor, "/predict", status=422),
+    ]
+    indexer = Indexer(NAMES, RecordFilter())
+    by_view: dict[str, list[dict[str, Any]]] = {}
+    for one in records:
+        for action in indexer.documents(one):
+            by_view.setdefault(data_view_id(action["_index"]), []).append(action["_source"])
+    return by_view
+
+
+def values(document: Any, path: str) -> list[Any]:
+    """The values at a dotted path; lists of objects flatten, as Elasticsearch indexes them."""
+    if isinstance(document, list):
+        return [v for item in document for v in values(item, path)]
+    if not path:
+        return [] if document is None else [document]
+    if not isinstance(document, dict):
+        return []
+    head, _, rest = path.partition(".")
+    if head in document:
+        return values(document[head], rest)
+    # `@timestamp`-like names or dotted keys kept whole.
+    return [] if path not in document else values(document[path], "")
+
+
+_CLAUSE = re.compile(r'^(not\s+)?([\w.@]+)\s*:\s*(\*|"[^"]*"|true|false|-?\d+(?:\.\d+)?)$', re.I)
+
+
+def kql_matches(query: str, document: dict[str, Any]) -> bool:
+    """The KQL the dashboards use: `field : value` / `field : *` clauses, `not`, `and`."""
+    if not query.strip():
+        return True
+    for clause in re.split(r"\s+and\s+", query.strip(), flags=re.I):
+        match = _CLAUSE.match(clause.strip())
+        assert match, f"KQL this test cannot evaluate: {clause!r}"
+        negated, field, raw = match.groups()
+        found = values(document, field)
+        hit = bool(found) if raw == "*" else json.loads(raw) in found
+        if hit == bool(negated):
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("name", "panel"), lens_panels(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_each_panel_has_documents_holding_every_field_it_charts(
+    name: str, panel: dict[str, Any], documents: dict[str, list[dict[str, Any]]]
+) -> None:
+    query = query_of(panel)
+    chosen = [d for d in documents[data_view_of(panel)] if kql_matches(query, d)]
+    assert chosen, f"{name}: no document matches {query!r}"
+    for field in charted_fields(panel):
+        assert any(values(d, field) for d in chosen), f"{name}: no {field} in its documents"
+
+
+def test_the_hot_function_panels_leave_the_profiled_call_out_where_they_say_so(
+    documents: dict[str, list[dict[str, Any]]],
+) -> None:
+    functions = [d for d in documents[data_view_id(NAMES.perfs)] if d.get("kind") == "function"]
+    roots = {d["function"]["name"] for d in functions if d["function"]["root"]}
+    assert roots == {"inferlog.ml.predictor:predict"}
+    by_title = {p["title"]: p for _, p in lens_panels()}
+    cumulative = by_title["Hottest functions by cumulative time (profiled call excluded)"]
+    assert not any(kql_matches(query_of(cumulative), d) for d in functions if d["function"]["root"])
 
 
 def test_saved_searches_query_fields_the_templates_map() -> None:

@@ -14,12 +14,12 @@ from inferlog.features import FEATURE_NAMES
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
 from inferlog.telemetry.drafts import Draft, InferenceDraft, record_json
-from inferlog.telemetry.profiler import InferenceProfiler
+from inferlog.telemetry.profiler import InferenceProfiler, summarize
 from inferlog.telemetry.record import RequestRecord
 from logs_pipeline.collector import Entry, UnusableEntryError, parse
 from logs_pipeline.filter import RecordFilter, Rule
-from logs_pipeline.indexer import Indexer, IndexNames, function_field
-from logs_pipeline.templates import index_templates
+from logs_pipeline.indexer import Indexer, IndexNames
+from logs_pipeline.templates import POLICY_NAME, index_templates
 
 
 def record(
@@ -87,7 +87,8 @@ def test_a_batch_expands_into_one_message_document_per_case(predictor: Predictor
         assert source["row"] == i and source["batch_size"] == 4
         assert source["prediction"]["label"] in ("malignant", "benign")
     assert [a["_index"] for a in actions].count(names.logs) == 1
-    assert [a["_index"] for a in actions].count(names.perfs) == 1
+    perfs = [a["_source"]["kind"] for a in actions if a["_index"] == names.perfs]
+    assert perfs.count("request") == 1 and perfs.count("function") == len(perfs) - 1
 
 
 def test_documents_are_the_same_for_a_redelivered_record(predictor: Predictor) -> None:
@@ -102,16 +103,35 @@ def test_an_unprofiled_request_has_no_perfs_document(predictor: Predictor) -> No
     assert {a["_index"] for a in actions} == {"ml-api-logs", "ml-api-message"}
 
 
-def test_perfs_documents_chart_each_hot_function_as_a_number(predictor: Predictor) -> None:
-    actions = Indexer(IndexNames(), RecordFilter()).documents(record(predictor))
-    (perf,) = [a for a in actions if a["_index"] == "ml-api-perfs"]
-    profile = perf["_source"]["profile"]
-    assert profile["hottest_function"] == "predict"
-    assert profile["function_ms"]["ml_predictor_predict"] == pytest.approx(
-        profile["top_functions"][0]["cumtime_ms"]
-    )
-    assert all("." not in key for key in profile["function_ms"])
-    assert function_field("sklearn/linear_model/_base.py", "fit") == "linear_model__base_fit"
+def test_each_hot_function_is_a_document_with_the_model_call_as_its_root(
+    predictor: Predictor,
+) -> None:
+    one = record(predictor)
+    actions = Indexer(IndexNames(), RecordFilter()).documents(one)
+    request, *functions = [a for a in actions if a["_index"] == "ml-api-perfs"]
+    top = one.ml.profile.top_functions if one.ml else []
+    assert request["_id"] == one.transaction.id and request["_source"]["kind"] == "request"
+    assert [f["_id"] for f in functions] == [f"{one.transaction.id}-f{i}" for i in range(len(top))]
+    roots = [f["_source"]["function"] for f in functions if f["_source"]["function"]["root"]]
+    assert [r["name"] for r in roots] == ["inferlog.ml.predictor:predict"]
+    callees = [f["_source"]["function"] for f in functions[1:]]
+    hottest = max(callees, key=lambda f: f["tottime_ms"])
+    assert request["_source"]["profile"]["hottest_function"] == hottest["name"]
+    assert all(f["_source"]["@timestamp"] == request["_source"]["@timestamp"] for f in functions)
+
+
+def test_hot_functions_include_the_top_by_self_time_not_only_by_cumulative(
+    predictor: Predictor,
+) -> None:
+    x = dataset.split().x_test[:1]
+    _, capture = InferenceProfiler(enabled=True).run(predictor.probabilities, x)
+    assert capture.profile is not None
+    top = summarize(capture, top_n=5)["top_functions"]
+    cumulative = [f["cumtime_ms"] for f in top[:5]]
+    assert top[0]["function"] == "probabilities" and cumulative == sorted(cumulative)[::-1]
+    assert len(top) > 5  # functions with much self time and little below them join
+    busiest = max(capture.profile.getstats(), key=lambda e: e.inlinetime).code
+    assert getattr(busiest, "co_name", busiest) in {f["function"] for f in top}
 
 
 def entry(fields: dict[str, str]) -> Entry:
@@ -150,8 +170,13 @@ def test_templates_are_composable_strict_and_cover_every_feature() -> None:
         "ml-api-dead-letters",
     }
     for name, body in templates.items():
-        assert body["index_patterns"] == [name, f"{name}-*"]
+        assert body["index_patterns"] == [f"{name}-*"]  # the bare name is the rollover alias
         assert set(body) == {"index_patterns", "priority", "template", "_meta"}
         assert body["template"]["mappings"]["dynamic"] == "strict"
+        settings = body["template"]["settings"]
+        assert settings["index.lifecycle.name"] == POLICY_NAME
+        assert settings["index.lifecycle.rollover_alias"] == name
+    without = index_templates(IndexNames(), policy=None)["ml-api-logs"]["template"]["settings"]
+    assert not any(key.startswith("index.lifecycle") for key in without)
     message = templates["ml-api-message"]["template"]["mappings"]["properties"]
     assert list(message["input"]["properties"]) == list(FEATURE_NAMES)
