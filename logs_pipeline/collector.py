@@ -48,6 +48,15 @@ def parse(entry: Entry) -> RequestRecord:
     raw = entry.fields.get(RECORD_FIELD)
     if raw is None:
         raise UnusableEntryError("malformed_entry", f"no {RECORD_FIELD!r} field")
+    # The common case in one pass (pydantic parses and validates at once, twice as fast as
+    # json.loads + model_validate); anything else takes the path below, which says why.
+    try:
+        record = RequestRecord.model_validate_json(raw)
+    except ValidationError:
+        pass
+    else:
+        if schema_major(record.schema_) == SCHEMA_MAJOR:
+            return record
     try:
         document: Any = json.loads(raw)
     except ValueError as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -52,26 +52,37 @@ DEFAULT_RULES: dict[Target, list[Rule]] = {
     "perfs": [Rule(route=r, method="POST", status="2xx") for r in PREDICTION_ROUTES],
 }
 
+TARGETS_CACHE_SIZE = 1024
 _RULES = TypeAdapter(dict[Target, list[Rule]])
 
 
 class RecordFilter:
     def __init__(self, rules: dict[Target, list[Rule]] | None = None) -> None:
         self.rules = DEFAULT_RULES | (rules or {})
+        # Rules read only the route, method, status and level: each combination is worked out
+        # once (bounded: `url.path` comes from clients).
+        self._targets: dict[tuple[str, str, int, str], frozenset[Target]] = {}
 
     @classmethod
     def from_json(cls, text: str | None) -> RecordFilter:
         """Rules from configuration; a mistake is a clear error at startup, not a silent drop."""
         return cls(_RULES.validate_python(json.loads(text)) if text else None)
 
-    def targets(self, record: RequestRecord) -> set[Target]:
-        return {
-            target
-            for target, rules in self.rules.items()
-            if any(rule.matches(record) for rule in rules)
-        }
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            t: [r.model_dump(exclude_none=True) for r in rules] for t, rules in self.rules.items()
-        }
+    def targets(self, record: RequestRecord) -> frozenset[Target]:
+        key = (
+            record.url.path,
+            record.http.request.method,
+            record.http.response.status_code,
+            record.log.level,
+        )
+        targets = self._targets.get(key)
+        if targets is None:
+            targets = frozenset(
+                target
+                for target, rules in self.rules.items()
+                if any(rule.matches(record) for rule in rules)
+            )
+            if len(self._targets) >= TARGETS_CACHE_SIZE:
+                self._targets.clear()
+            self._targets[key] = targets
+        return targets

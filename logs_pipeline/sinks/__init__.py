@@ -16,7 +16,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic_core import to_json
+
 Action = dict[str, Any]
+
+
+def bulk_lines(action: Action) -> bytes:
+    """An action as `_bulk` takes it: the header line, then the source line (compact UTF-8
+    JSON; pydantic-core writes it several times faster than `json.dumps`)."""
+    header = {"index": {"_index": action["_index"], "_id": action["_id"]}}
+    return b"%s\n%s\n" % (to_json(header), to_json(action["_source"]))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from logs_pipeline.sinks import Action, Rejected, WriteResult
+from logs_pipeline.sinks import Action, Rejected, WriteResult, bulk_lines
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,6 @@ def connect(
     if ca_certs:
         options["ca_certs"] = str(ca_certs)
     return Elasticsearch(url, **options)
-
-
-def bulk_lines(action: Action) -> bytes:
-    header = {"index": {"_index": action["_index"], "_id": action["_id"]}}
-    return (
-        json.dumps(header) + "\n" + json.dumps(action["_source"], separators=(",", ":")) + "\n"
-    ).encode()
 
 
 def describe(exc: ApiError) -> str:

@@ -13,17 +13,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from logs_pipeline.sinks import Action, WriteResult
-
-
-def action_lines(action: Action) -> str:
-    header = {"index": {"_index": action["_index"], "_id": action["_id"]}}
-    return json.dumps(header) + "\n" + json.dumps(action["_source"], separators=(",", ":")) + "\n"
+from logs_pipeline.sinks import Action, WriteResult, bulk_lines
 
 
 def read_actions(path: Path) -> Iterator[Action]:
     """Bulk-format pairs back into actions (a torn last pair from a crash is skipped)."""
-    with path.open() as f:
+    with path.open(encoding="utf-8") as f:
         while True:
             header, source = f.readline(), f.readline()
             if not source.endswith("\n"):
@@ -49,8 +44,8 @@ class NdjsonSink:
             by_index.setdefault(action["_index"], []).append(action)
         for index, group in by_index.items():
             try:
-                with self.path(index).open("a") as f:
-                    f.write("".join(action_lines(action) for action in group))
+                with self.path(index).open("ab") as f:
+                    f.write(b"".join(bulk_lines(action) for action in group))
                     f.flush()
                     os.fsync(f.fileno())
             except OSError as exc:  # a full or read-only disk: retried later, nothing acked
