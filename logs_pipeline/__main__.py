@@ -20,6 +20,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,7 @@ def names(settings: Settings) -> IndexNames:
 
 
 REDIS_GRACE_SECONDS = 5.0
+REPLAY_BACKOFF_SECONDS = (1, 2, 4, 8, 16)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -187,12 +189,19 @@ def replay(settings: Settings) -> int:
     for path in files:
         actions = list(read_actions(path))
         for start in tqdm(range(0, len(actions), 500), desc=path.name, unit="batch", disable=None):
-            result = sink.write(actions[start : start + 500])
-            if result.retry:
+            pending = actions[start : start + 500]
+            for wait in (*REPLAY_BACKOFF_SECONDS, None):  # a busy cluster gets a few chances
+                result = sink.write(pending)
+                for r in result.rejected:
+                    log.error("refused %s/%s: %s", r.action["_index"], r.action["_id"], r.error)
+                written += result.confirmed.total()
+                pending = result.retry
+                if not pending or wait is None:
+                    break
+                log.warning("%s; retrying in %d s", result.problem, wait)
+                time.sleep(wait)
+            if pending:
                 raise CliError(f"Elasticsearch did not take {path.name}: {result.problem}")
-            for r in result.rejected:
-                log.error("refused %s/%s: %s", r.action["_index"], r.action["_id"], r.error)
-            written += result.confirmed.total()
     log.info("replayed %d documents from %d files", written, len(files))
     return 0
 

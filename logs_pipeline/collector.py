@@ -1,14 +1,15 @@
 """The collector: one consumer of the `logs-pipeline` group on the records stream.
 
-`XREADGROUP` in batches for new entries; `XAUTOCLAIM` for entries another consumer took and
-never acknowledged (it died), once they have been idle `PIPELINE_CLAIM_IDLE_MS`. Entries claimed
-but already trimmed from the stream are reported by Redis as deleted: they are counted, never
-silently skipped. `parse` turns an entry into a validated record or says why it cannot be one.
+`XREADGROUP` in batches for new entries; `XPENDING` + `XCLAIM` for entries another consumer
+took and never acknowledged (it died), once they have been idle `PIPELINE_CLAIM_IDLE_MS`.
+Entries pending but already trimmed from the stream are counted, never silently skipped.
+`parse` turns an entry into a validated record or says why it cannot be one.
 
-Crash loops: an entry whose processing kills the consumer comes back, claimed, each time. Once
-the idle entries include one delivered more than once, they are claimed one at a time, oldest
-first, so only that entry's delivery count climbs; the pipeline dead-letters it at
-`PIPELINE_MAX_DELIVERIES`, and the entries behind it go through normally.
+Crash loops: an entry whose processing kills the consumer comes back, claimed, each time. Entries
+delivered more than once are claimed one at a time, oldest first, so only the poison entry's
+delivery count climbs; the pipeline dead-letters it once delivered more than
+`PIPELINE_MAX_DELIVERIES` times, and the entries behind it go through normally. (Every delivery
+counts, also one abandoned by a pipeline stopped while the sink was down.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import redis
 from pydantic import ValidationError
 
 from inferlog.telemetry.record import RECORD_FIELD, SCHEMA_MAJOR, RequestRecord, schema_major
+from inferlog.telemetry.stream_group import entry_id
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class Collector:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.trimmed_while_pending = 0
+        self._cursor = "-"  # where the next claim starts looking (XPENDING range)
 
     def ensure_group(self) -> None:
         try:
@@ -119,43 +122,39 @@ class Collector:
     def claim(self) -> list[Entry]:
         """Take over entries left pending by consumers that stopped acknowledging."""
         idle = self.client.xpending_range(
-            self.stream, self.group, "-", "+", self.batch_size, idle=self.claim_idle_ms
+            self.stream, self.group, self._cursor, "+", self.batch_size, idle=self.claim_idle_ms
         )
-        if not idle:
+        suspects = [p for p in idle if p["times_delivered"] > 1]
+        # One suspect at a time, and the next claim starts after it: an entry that stays
+        # pending for good (its dead letter refused) does not hold up the others.
+        chosen = suspects[:1] or idle
+        self._cursor = f"({suspects[0]['message_id']}" if suspects else "-"
+        if not chosen:
             return []
-        if any(p["times_delivered"] > 1 for p in idle):
-            return self._claim_one(idle[0]["message_id"], idle[0]["times_delivered"] + 1)
-        claimed: list[Entry] = []
-        start = "0-0"
-        while len(claimed) < self.batch_size:
-            next_start, entries, deleted = self.client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                min_idle_time=self.claim_idle_ms,
-                start_id=start,
-                count=self.batch_size - len(claimed),
-            )
-            claimed += [Entry(entry_id, fields, 2) for entry_id, fields in entries if fields]
-            if deleted:
-                # Trimmed before anyone indexed them: acknowledge (nothing left to index), count.
-                self.client.xack(self.stream, self.group, *deleted)
-                self.trimmed_while_pending += len(deleted)
-                log.error("%d pending entries were trimmed before indexing", len(deleted))
-            if next_start == "0-0":
-                break
-            start = next_start
-        if claimed:
-            log.info("claimed %d entries left pending by another consumer", len(claimed))
-        return claimed
-
-    def _claim_one(self, entry: str, deliveries: int) -> list[Entry]:
+        ids = [p["message_id"] for p in chosen]
         claimed = self.client.xclaim(
-            self.stream, self.group, self.consumer, self.claim_idle_ms, [entry]
+            self.stream, self.group, self.consumer, self.claim_idle_ms, ids
         )
-        if claimed:
-            log.warning("claimed entry %s, delivery %d, alone", entry, deliveries)
-        return [Entry(entry_id, fields, deliveries) for entry_id, fields in claimed if fields]
+        self._count_trimmed([i for i in ids if i not in {entry_id for entry_id, _ in claimed}])
+        deliveries = {p["message_id"]: p["times_delivered"] + 1 for p in chosen}
+        entries = [Entry(i, fields, deliveries[i]) for i, fields in claimed if fields]
+        if suspects and entries:
+            log.warning("claimed entry %s alone, delivery %d", ids[0], entries[0].deliveries)
+        elif entries:
+            log.info("claimed %d entries left pending by another consumer", len(entries))
+        return entries
+
+    def _count_trimmed(self, missing: list[str]) -> None:
+        """Pending ids XCLAIM did not return: trimmed from the stream before anyone indexed
+        them (Redis drops them from the pending list), or claimed by another consumer."""
+        if not missing:
+            return
+        first = self.client.xrange(self.stream, count=1)
+        oldest = entry_id(first[0][0]) if first else None
+        trimmed = [i for i in missing if oldest is None or entry_id(i) < oldest]
+        if trimmed:
+            self.trimmed_while_pending += len(trimmed)
+            log.error("%d pending entries were trimmed before indexing", len(trimmed))
 
     def ack(self, ids: list[str]) -> None:
         if ids:

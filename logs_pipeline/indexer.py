@@ -72,9 +72,8 @@ def message_documents(
     ml = source["ml"]
     if ml.get("prediction") is None:
         return []
-    batch = isinstance(ml["input"], list)
-    inputs = ml["input"] if batch else [ml["input"]]
-    outcomes = ml["prediction"] if batch else [ml["prediction"]]
+    inputs = ml["input"] if isinstance(ml["input"], list) else [ml["input"]]
+    outcomes = ml["prediction"] if isinstance(ml["prediction"], list) else [ml["prediction"]]
     return [
         {
             "_index": index,

@@ -36,7 +36,9 @@ from logs_pipeline.sinks import Sink, WriteResult
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
-ORIGINAL_MAX_CHARS = 32_000  # a dead letter must fit where its document did not
+# The dead letter of a document refused as too large keeps this much of it: it must fit where
+# the document did not. Every other dead letter keeps its original whole.
+TOO_LARGE_ORIGINAL_CHARS = 16_000
 PROBLEM_TTL_SECONDS = 120  # a stale problem (its pipeline died) disappears by itself
 
 
@@ -52,7 +54,7 @@ class PipelineCounters:
 
 
 def _original(entry: Entry) -> str:
-    return json.dumps(entry.fields)[:ORIGINAL_MAX_CHARS]
+    return json.dumps(entry.fields)
 
 
 class Pipeline:
@@ -92,6 +94,7 @@ class Pipeline:
     ) -> Action:
         """A dead letter per unusable entry, or per refused document (`refused`)."""
         index = refused["_index"] if refused else None
+        truncated = reason == "document_too_large" and len(original) > TOO_LARGE_ORIGINAL_CHARS
         return {
             "_index": self.names.dead_letters,
             "_id": f"{entry_id}/{index}/{refused['_id']}" if refused else entry_id,
@@ -101,7 +104,8 @@ class Pipeline:
                 "index": index,
                 "reason": reason,
                 "error": error[:10_000],
-                "original": original,
+                "original": original[:TOO_LARGE_ORIGINAL_CHARS] if truncated else original,
+                "original_truncated": truncated,
             },
         }
 
@@ -183,7 +187,7 @@ class Pipeline:
                     entry.id,
                     r.reason,
                     r.error,
-                    json.dumps(r.action["_source"])[:ORIGINAL_MAX_CHARS],
+                    json.dumps(r.action["_source"]),
                     refused=r.action,
                 )
                 owner[id(letter)] = entry
@@ -233,7 +237,10 @@ class Pipeline:
         if time.monotonic() < self._next_claim:
             return []
         self._next_claim = time.monotonic() + self.claim_every
-        return self.collector.claim()
+        claimed = self.collector.claim()
+        if len(claimed) == 1 and claimed[0].deliveries > 2:
+            self._next_claim = 0.0  # isolating a suspect entry: the next one at once
+        return claimed
 
     # -- loops --------------------------------------------------------------------------------
 

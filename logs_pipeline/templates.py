@@ -175,6 +175,7 @@ def dead_letters_mapping() -> dict[str, Any]:
             "reason": KEYWORD,
             "error": TEXT,
             "original": {"type": "text", "index": False},
+            "original_truncated": BOOLEAN,
         },
     }
 

@@ -11,7 +11,8 @@ official client:
   `fail(n, status)` answers the next n with that status (401 expired credentials, 403 missing
   privileges, 429 or 503 an overloaded cluster); `limit_body(n)` answers 413 to bodies over n
   bytes (a proxy's body limit); `refuse_containing(marker)` answers 400 to bodies that contain
-  it (a document the cluster cannot parse).
+  it (a document the cluster cannot parse); `fail_items(n, status)` forwards the next bulk
+  request and reports its first n items as failed with that status (a busy shard).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class SearchProxy:
         self._pass_first = 0
         self.max_body: int | None = None
         self.poison: bytes | None = None
+        self.item_failures: list[tuple[int, int]] = []  # (items, status) per bulk response
         self.ilm_policies: dict[str, dict[str, object]] = {}
         self.lifecycle_settings: dict[str, dict[str, object]] = {}
         self.bulk_requests = 0
@@ -99,6 +101,8 @@ class SearchProxy:
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     payload = response.read()
+                    if "_bulk" in self.path and response.status == 200:
+                        payload = proxy._fail_items(payload)
                     self.send_response(response.status)
                     for key, value in response.getheaders():
                         if key.lower() not in _HOP_BY_HOP:
@@ -149,6 +153,23 @@ class SearchProxy:
         with self._lock:
             self._pass_first = after
             self._failures += [status] * count
+
+    def _fail_items(self, payload: bytes) -> bytes:
+        with self._lock:
+            if not self.item_failures:
+                return payload
+            count, status = self.item_failures.pop(0)
+        answer = json.loads(payload)
+        for item in answer["items"][:count]:
+            info = next(iter(item.values()))
+            info.update(status=status, error=ERRORS[status])
+            info.pop("result", None)
+        answer["errors"] = True
+        return json.dumps(answer).encode()
+
+    def fail_items(self, count: int, status: int) -> None:
+        with self._lock:
+            self.item_failures.append((count, status))
 
     def limit_body(self, size: int | None) -> None:
         self.max_body = size

@@ -151,7 +151,8 @@ class ElasticsearchSink:
             return True
         if status == 413:
             # Smaller requests from now on, so the next batches do not meet the limit again.
-            self.max_chunk_bytes = max(64 * 1024, sum(len(lines) for _, lines in chunk) // 2)
+            half = max(64 * 1024, sum(len(lines) for _, lines in chunk) // 2)
+            self.max_chunk_bytes = min(self.max_chunk_bytes, half)
             log.warning("%s: requests now up to %d bytes", problem, self.max_chunk_bytes)
         middle = len(chunk) // 2
         if not self._send(chunk[:middle], result):

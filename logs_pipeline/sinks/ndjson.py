@@ -8,6 +8,7 @@ the same `_id`s: replay keeps the last, so counts still never double.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -44,15 +45,27 @@ class NdjsonSink:
             by_index.setdefault(action["_index"], []).append(action)
         for index, group in by_index.items():
             try:
-                with self.path(index).open("ab") as f:
-                    f.write(b"".join(bulk_lines(action) for action in group))
-                    f.flush()
-                    os.fsync(f.fileno())
+                self._append(self.path(index), b"".join(bulk_lines(action) for action in group))
             except OSError as exc:  # a full or read-only disk: retried later, nothing acked
                 result.postpone(group, f"cannot write {self.path(index)}: {exc}")
                 continue
             result.confirmed[index] += len(group)
         return result
+
+    @staticmethod
+    def _append(path: Path, data: bytes) -> None:
+        """Append and fsync; on failure, cut what was half written (a torn pair in the middle
+        of the file would stop `replay` and `status` there)."""
+        with path.open("ab") as f:
+            size = f.tell()
+            try:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(size)
+                raise
 
     def counts(self) -> dict[str, int]:
         """Distinct `_id`s per index, as Elasticsearch would count them after a replay."""

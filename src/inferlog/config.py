@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     )
     redis_maxmemory: str = Field(
         "1gb",
-        pattern=r"^[0-9]+(kb|mb|gb)?$",
+        pattern=r"^[0-9]+([kKmMgG][bB]?)?$",
         description="memory budget of the redis-server `make run` starts (compose: the same "
         "variable); noeviction: a full Redis refuses XADD and the API spools",
     )
@@ -144,8 +144,9 @@ class Settings(BaseSettings):
     pipeline_max_deliveries: int = Field(
         10,
         ge=2,
-        description="an entry delivered this many times without being acknowledged (each "
-        "attempt ended by a crash) goes to the dead letters",
+        description="an entry delivered more often than this without being acknowledged (a "
+        "consumer crashing on it; also a pipeline stopped while the sink was down) goes to the "
+        "dead letters, original kept",
     )
     pipeline_progress_seconds: float = Field(
         10.0, gt=0, description="interval of the `run` progress log line"

@@ -182,10 +182,12 @@ def test_mixed_traffic_gives_exact_counts_and_documents_match_the_templates(
     )
     profile = perf["hits"]["hits"][0]["_source"]["profile"]
     assert profile["function_calls"] > 0 and profile["top_functions"]
-    roots = client.search(
-        index=names(settings).perfs, size=0, query={"term": {"function.root": True}}
-    )
-    assert roots["hits"]["total"]["value"] == expected.perfs  # one per profiled request
+    functions = client.search(
+        index=names(settings).perfs, size=1000, query={"term": {"kind": "function"}}
+    )["hits"]["hits"]
+    # Each profiled request's charted functions, named module:function.
+    assert len({f["_source"]["transaction"]["id"] for f in functions}) == expected.perfs
+    assert all(":" in f["_source"]["function"]["name"] for f in functions)
 
 
 def test_records_delivered_twice_keep_the_same_counts(
@@ -703,7 +705,6 @@ def test_an_entry_that_kills_its_consumer_is_dead_lettered_after_bounded_deliver
     while restarts == 0 or pending(redis_server, local):
         pipeline = make_pipeline(local)
         pipeline.collector.consumer = f"consumer-{restarts}"
-        pipeline.claim_every = 0  # the dead consumer's entries are due at once
         documents = pipeline.indexer.documents
 
         def crash_on_poison(record: Any, documents: Any = documents) -> Any:
@@ -788,3 +789,22 @@ def test_a_pipeline_started_before_setup_waits_for_it_and_creates_no_index(
         wait_until(lambda: pipeline.counters.acknowledged == expected.logs, 60)
     assert counts(settings) == expected
     assert es(settings).indices.get_alias(name=names(settings).logs)
+
+
+def test_items_refused_for_now_in_a_bulk_answer_are_sent_again_and_counted_once(
+    settings: Settings, predictor: Predictor, redis_server: RedisServer, proxy: SearchProxy
+) -> None:
+    setup_templates(settings)
+    expected = produce(settings, predictor, rounds=2)
+    proxy.fail_items(5, 429)  # the first bulk answer: 5 items refused for now, the rest taken
+    proxy.fail_items(2, 503)  # the second one: 2 more
+    pipeline = make_pipeline(settings)
+    drain(pipeline)
+    assert not proxy.item_failures
+    assert pipeline.counters.retries == 2
+    assert counts(settings) == expected
+    assert dead_letters(settings) == []
+    client = es(settings)
+    for index in (names(settings).logs, names(settings).message, names(settings).perfs):
+        assert pipeline.counters.documents[index] == client.count(index=index)["count"], index
+    assert pending(redis_server, settings) == 0
