@@ -11,7 +11,8 @@ process: single predictions, batches of 4, 422s, health checks), then:
    pipeline's whole-process rate into fresh indices. The ratio of the two is the pipeline's
    share of what its sink can take.
 3. **Freshness** (response -> searchable): an API process and `logs_pipeline run`, paced
-   `POST /predict` traffic at 100 requests/s and at `--api-share` of `--api-rate` requests/s;
+   `POST /predict` traffic at 100 requests/s and at `--api-share` of `--api-rate` requests/s
+   (NDJSON), at 100 and `--es-rates` requests/s (the ES-compatible server);
    for each response, the time until its `ml-api-logs` document is in the NDJSON file (all
    of them) or found by a search (every 5th, polled every 100 ms).
 
@@ -292,6 +293,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="length of each freshness run")
     parser.add_argument("--api-rate", type=float, default=420, help="the API's sustained req/s")
     parser.add_argument("--api-share", type=float, default=0.8, help="share of it for freshness")
+    parser.add_argument(
+        "--es-rates",
+        type=float,
+        nargs="*",
+        default=[20],
+        help="more freshness runs into the ES-compatible server, in requests/s (within what "
+        "it can take: 100 requests/s make ~1,100 documents/s)",
+    )
     parser.add_argument("--model-dir", type=Path, default=ROOT / "model")
     parser.add_argument(
         "--parts", default="ndjson,elasticsearch,freshness", help="which measurements to run"
@@ -378,7 +387,9 @@ def main() -> None:
         if "freshness" in parts:  # 3. response -> searchable
             results["freshness"] = []
             high = args.api_rate * args.api_share
-            for sink, rate in (("ndjson", 100), ("ndjson", high), ("elasticsearch", 100)):
+            runs = [("ndjson", 100), ("ndjson", high), ("elasticsearch", 100)]
+            runs += [("elasticsearch", rate) for rate in args.es_rates]
+            for sink, rate in runs:
                 sink_env = {**env, "DATA_DIR": str(Path(tmp) / f"fresh-{sink}-{rate:.0f}")}
                 if sink == "elasticsearch":
                     sink_env["ELASTICSEARCH_URL"] = proxy.url
