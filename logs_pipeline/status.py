@@ -37,20 +37,27 @@ def trimmed_before_delivery(stream_info: dict[str, Any], group: dict[str, Any]) 
 
 
 def redis_memory(client: redis.Redis) -> dict[str, Any] | None:
+    """Asked last: the embedded Redis-compatible server has no INFO, and over TCP it closes
+    the connection on it."""
     try:
         return memory_use(client.info("memory"))
-    except redis.ResponseError:  # a Redis-compatible server without INFO
+    except (redis.ResponseError, redis.ConnectionError):
         return None
 
 
 def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
+    report = _stream_and_group(client, stream, group)
+    report["redis_memory"] = redis_memory(client)
+    return report
+
+
+def _stream_and_group(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
     length = client.xlen(stream)
     report: dict[str, Any] = {
         "stream": stream,
         "group": group,
         "length": length,
         "sink_problem": client.get(sink_problem_key(stream, group)),
-        "redis_memory": redis_memory(client),
     }
     info = group_info(client, stream, group)
     if info is None:

@@ -102,7 +102,9 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
         assert sum(summary["statuses"].values()) == 30
         assert set(summary["statuses"]) <= {"200", "422"} and summary["statuses"]["422"] > 0
         wait_until(lambda: len(indexed_ids(indices)) >= 5 + 30, 60, process)
-        memory = httpx.get(f"{api}/logs/stats").json()["stream"]["redis_memory"]
+        stats = httpx.get(f"{api}/logs/stats")
+        assert stats.status_code == 200, stats.text
+        memory = stats.json()["stream"]["redis_memory"]
         if redis == "redis-server":  # the budget make run gives it, reported by the API
             assert memory["max_bytes"] == 64 * 2**20 and memory["policy"] == "noeviction"
             assert 0 < memory["used_share"] < 1

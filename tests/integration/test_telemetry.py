@@ -122,10 +122,12 @@ def test_a_profiled_record_holds_the_model_call_tree(
     assert profile["profiled"] is True
     assert profile["function_calls"] >= profile["primitive_calls"] > 10
     top = profile["top_functions"]
-    assert len(top) == 10
+    assert 10 < len(top) <= 20  # the top 10 by cumulative time, then by self time
     assert top[0]["function"] == "predict" and top[0]["calls"] == 1
     assert top[0]["file"].endswith("inferlog/ml/predictor.py")
-    assert [f["cumtime_ms"] for f in top] == sorted((f["cumtime_ms"] for f in top), reverse=True)
+    cumulative = [f["cumtime_ms"] for f in top[:10]]
+    assert cumulative == sorted(cumulative, reverse=True)
+    assert min(cumulative) >= max(f["cumtime_ms"] for f in top[10:])
     assert 0 < profile["inference_ms"] <= profile["latency_ms"]
     assert profile["cpu_ms"] > 0 and profile["rss_mb"] > 10
 

@@ -50,6 +50,7 @@ class LiveLog:
         self.stream = stream
         self.group = group
         self.window_seconds = window_seconds
+        self._no_info = False
         self._minutes: dict[dt.datetime, tuple[float, stats.Minute]] = {}  # parsed, read when
 
     async def find(self, transaction_id: str) -> dict[str, Any] | None:
@@ -88,9 +89,14 @@ class LiveLog:
         return stats.summarize(minutes, [self._minutes[m][1] for m in minutes])
 
     async def _memory(self) -> dict[str, Any] | None:
+        if self._no_info:
+            return None
         try:
             return memory_use(await self.client.info("memory"))
-        except redis.ResponseError:  # a Redis-compatible server without INFO
+        except (redis.ResponseError, redis.ConnectionError):
+            # The embedded Redis-compatible server has no INFO, and over TCP it closes the
+            # connection on it: asked once, never again.
+            self._no_info = True
             return None
 
     async def stream_info(self) -> dict[str, Any]:
@@ -100,7 +106,6 @@ class LiveLog:
             "length": length,
             "group": self.group,
             "sink_problem": await self.client.get(sink_problem_key(self.stream, self.group)),
-            "redis_memory": await self._memory(),
         }
         try:
             groups = await self.client.xinfo_groups(self.stream)
@@ -109,11 +114,12 @@ class LiveLog:
         group = next((g for g in groups if g["name"] == self.group), None)
         if group is None:
             info.update(consumers=0, pending=0, lag=length, last_delivered_id=None)
-            return info
-        info.update(
-            consumers=group["consumers"],
-            pending=group["pending"],
-            lag=group.get("lag"),
-            last_delivered_id=group["last-delivered-id"],
-        )
+        else:
+            info.update(
+                consumers=group["consumers"],
+                pending=group["pending"],
+                lag=group.get("lag"),
+                last_delivered_id=group["last-delivered-id"],
+            )
+        info["redis_memory"] = await self._memory()
         return info
