@@ -175,9 +175,8 @@ class Paced:
             w.join()
 
 
-def ndjson_arrivals(path: Path, stop: threading.Event) -> dict[str, float]:
-    """Tail the ml-api-logs file: the time each `_id` appeared."""
-    seen: dict[str, float] = {}
+def ndjson_arrivals(path: Path, seen: dict[str, float], stop: threading.Event) -> None:
+    """Tail the ml-api-logs file: the time each `_id` appeared, into `seen` as it goes."""
     while not path.exists() and not stop.is_set():
         time.sleep(0.02)
     with path.open() as f:
@@ -193,17 +192,14 @@ def ndjson_arrivals(path: Path, stop: threading.Event) -> dict[str, float]:
             for line in lines:
                 if line.startswith('{"index"'):
                     seen[json.loads(line)["index"]["_id"]] = now
-    return seen
 
 
 def search_arrivals(
-    url: str, index: str, wanted: list[str], stop: threading.Event
-) -> dict[str, float]:
-    seen: dict[str, float] = {}
+    url: str, index: str, wanted: list[str], seen: dict[str, float], stop: threading.Event
+) -> None:
+    """Poll a search for the `wanted` ids: the time each was first found, into `seen`."""
     with httpx.Client(base_url=url, timeout=10) as client:
-        while not stop.is_set() or len(seen) < len(wanted):
-            if stop.is_set() and time.time() > stop_deadline(stop):
-                break
+        while not stop.is_set():  # the caller waits for the stragglers, then stops this
             outstanding = [t for t in list(wanted) if t not in seen][:500]
             if outstanding:
                 response = client.post(
@@ -215,11 +211,6 @@ def search_arrivals(
                     for hit in response.json()["hits"]["hits"]:
                         seen.setdefault(hit["_id"], now)
             time.sleep(0.1)
-    return seen
-
-
-def stop_deadline(stop: threading.Event) -> float:
-    return getattr(stop, "deadline", float("inf"))
 
 
 def freshness(
@@ -240,14 +231,13 @@ def freshness(
         if sink == "ndjson":
             path = Path(local["DATA_DIR"]) / "indices" / f"{local['INDEX_LOGS']}.ndjson"
             watcher = threading.Thread(
-                target=lambda: arrivals.update(ndjson_arrivals(path, stop)), daemon=True
+                target=ndjson_arrivals, args=(path, arrivals, stop), daemon=True
             )
         else:
             assert search_url is not None
             watcher = threading.Thread(
-                target=lambda: arrivals.update(
-                    search_arrivals(search_url, local["INDEX_LOGS"], wanted, stop)
-                ),
+                target=search_arrivals,
+                args=(search_url, local["INDEX_LOGS"], wanted, arrivals, stop),
                 daemon=True,
             )
         watcher.start()
@@ -265,10 +255,9 @@ def freshness(
         if sink != "ndjson":
             with load._lock:
                 wanted[:] = [t for t, _ in load.answered[::5]]
-        stop.deadline = time.time() + 30  # type: ignore[attr-defined]
         waited = time.time() + 30
         sampled = dict(load.answered if sink == "ndjson" else load.answered[::5])
-        while time.time() < waited and not set(sampled) <= set(arrivals):
+        while time.time() < waited and not all(t in arrivals for t in sampled):
             time.sleep(0.2)
         stop.set()
         watcher.join(timeout=40)

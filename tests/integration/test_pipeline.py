@@ -156,6 +156,16 @@ def dead_letters(settings: Settings) -> list[dict[str, Any]]:
     return [h["_source"] for h in client.search(index=index, size=100)["hits"]["hits"]]
 
 
+def numeric_first_generation(settings: Settings, alias: str, field: str) -> None:
+    """The alias's first index, made before `setup`, with `field` mapped as a number: every
+    document whose `field` is text is refused (a mapping error)."""
+    es(settings).indices.create(
+        index=f"{alias}-000001",
+        aliases={alias: {"is_write_index": True}},
+        mappings={"properties": {field: {"type": "long"}}},
+    )
+
+
 def pending(redis_server: RedisServer, settings: Settings) -> int:
     return redis_server.client().xpending(settings.redis_stream, settings.redis_group)["pending"]
 
@@ -249,12 +259,7 @@ def test_a_document_the_mapping_refuses_is_dead_lettered_and_acknowledged(
     settings: Settings, predictor: Predictor, redis_server: RedisServer
 ) -> None:
     # A logs index whose `message` is numeric: every record is refused (400, a mapping error).
-    alias = names(settings).logs
-    es(settings).indices.create(
-        index=f"{alias}-000001",
-        aliases={alias: {"is_write_index": True}},
-        mappings={"properties": {"message": {"type": "long"}}},
-    )
+    numeric_first_generation(settings, names(settings).logs, "message")
     setup_templates(settings)  # keeps the alias there is
     produce(settings, predictor, rounds=1)
     drain(make_pipeline(settings))
@@ -640,12 +645,7 @@ def test_a_dead_letter_the_sink_refuses_leaves_its_entry_pending(
     settings: Settings, predictor: Predictor, redis_server: RedisServer
 ) -> None:
     # A dead-letter index whose `reason` is numeric: every dead letter is refused.
-    alias = names(settings).dead_letters
-    es(settings).indices.create(
-        index=f"{alias}-000001",
-        aliases={alias: {"is_write_index": True}},
-        mappings={"properties": {"reason": {"type": "long"}}},
-    )
+    numeric_first_generation(settings, names(settings).dead_letters, "reason")
     setup_templates(settings)
     r = redis_server.client()
     unusable = r.xadd(settings.redis_stream, {"record": "{not json"})

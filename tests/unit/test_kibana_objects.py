@@ -7,7 +7,6 @@ itself would check before drawing a panel, on the committed ndjson file:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import threading
@@ -16,11 +15,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
-from inferlog.telemetry.drafts import Draft, InferenceDraft, record_json
-from inferlog.telemetry.profiler import InferenceProfiler
-from inferlog.telemetry.record import RequestRecord
 from logs_pipeline.filter import PREDICTION_ROUTES, RecordFilter
 from logs_pipeline.indexer import Indexer, IndexNames
 from logs_pipeline.kibana import (
@@ -32,6 +27,7 @@ from logs_pipeline.kibana import (
     to_ndjson,
 )
 from logs_pipeline.templates import index_templates
+from tests.records import record
 
 OBJECTS = [json.loads(line) for line in SAVED_OBJECTS_FILE.read_text().splitlines()]
 BY_ID = {(o["type"], o["id"]): o for o in OBJECTS}
@@ -243,29 +239,6 @@ def test_every_panel_on_the_perfs_index_says_which_kind_of_document_it_charts() 
 
 
 # -- the panels' documents, from records built like the API builds them -----------------------
-
-
-def record(
-    predictor: Predictor,
-    path: str,
-    cases: int = 1,
-    profiled: bool = True,
-    status: int = 200,
-) -> RequestRecord:
-    x = dataset.split().x_test[:cases]
-    predictions, capture = InferenceProfiler(enabled=profiled).run(predictor.predict, x)
-    draft = Draft(
-        timestamp=dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC),
-        transaction_id=f"t-{path}-{cases}-{profiled}-{status}",
-        method="POST",
-        path=path,
-        status=status,
-        duration_ns=2_000_000,
-        inference=InferenceDraft("m", "v1", x, cases > 1, capture, predictions)
-        if status < 400
-        else None,
-    )
-    return RequestRecord.model_validate_json(record_json(draft, "api", "0.1.0", "host", 10))
 
 
 @pytest.fixture(scope="module")

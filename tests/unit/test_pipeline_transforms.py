@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -13,37 +12,13 @@ from pydantic import ValidationError
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
-from inferlog.telemetry.drafts import Draft, InferenceDraft, record_json
 from inferlog.telemetry.profiler import InferenceProfiler, summarize
 from inferlog.telemetry.record import RequestRecord
 from logs_pipeline.collector import Entry, UnusableEntryError, parse
 from logs_pipeline.filter import RecordFilter, Rule
 from logs_pipeline.indexer import Indexer, IndexNames
 from logs_pipeline.templates import POLICY_NAME, index_templates
-
-
-def record(
-    predictor: Predictor,
-    path: str = "/predict",
-    status: int = 200,
-    cases: int = 1,
-    profiled: bool = True,
-    method: str = "POST",
-) -> RequestRecord:
-    x = dataset.split().x_test[:cases]
-    predictions, capture = InferenceProfiler(enabled=profiled).run(predictor.predict, x)
-    draft = Draft(
-        timestamp=dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC),
-        transaction_id=f"t-{path}-{status}-{cases}",
-        method=method,
-        path=path,
-        status=status,
-        duration_ns=2_000_000,
-        inference=InferenceDraft("m", "v1", x, cases > 1, capture, predictions)
-        if status < 400
-        else None,
-    )
-    return RequestRecord.model_validate_json(record_json(draft, "api", "0.1.0", "host", 10))
+from tests.records import record
 
 
 def test_default_rules_take_successful_prediction_posts_only(predictor: Predictor) -> None:
