@@ -121,7 +121,7 @@ def direct_bulk_rate(url: str, records: list[str], names: IndexNames) -> tuple[i
     lines = [
         bulk_lines(action | {"_index": f"{action['_index']}-000001"})  # the first generation
         for i, record in enumerate(records)
-        for action in indexer.documents(parse(Entry(f"{i}-0", {RECORD_FIELD: record})))
+        for action in indexer.documents(*parse(Entry(f"{i}-0", {RECORD_FIELD: record})))
     ]
     headers = {"Content-Type": "application/x-ndjson"}
     with httpx.Client(base_url=url, timeout=300) as client:

@@ -5,12 +5,15 @@
   + row; every input feature a typed numeric field (`input.<feature>`), plus the prediction.
 - `ml-api-perfs`: two kinds of documents, told apart by `kind`:
   - `kind: request`, one per profiled request; `_id` = transaction id: timings, memory, call
-    counts, batch size, and the hot functions as a list (to read);
-  - `kind: function`, one per charted function of that request (its top 5 by self time and
-    its top 5 callees by cumulative time); `_id` = transaction id + `-f` + rank in the
-    record's list: the function's name, self and cumulative time, calls, and whether it is
-    the profiled root (the model call itself). Lens charts top values of a keyword field by
-    a sum of a number field; it cannot chart a list of objects per function, nor dynamic keys.
+    counts, batch size, the hottest function's name (the whole list is in `ml-api-logs`);
+  - `kind: function`, one per rank r = 1..5 of that request's charted functions: its r-th
+    function by self time (`function.by_self`) and its r-th callee by cumulative time
+    (`function.by_cumulative`, the profiled call itself left out), each with its name
+    (module:function), calls, self and cumulative time; `_id` = transaction id + `-f` + r.
+    Lens charts the top values of a keyword field by a sum of a number field: "hottest by self
+    time" sums `function.by_self.tottime_ms` per `function.by_self.name`, and each request adds
+    exactly its top 5 to it. It cannot chart a list of objects per function, nor dynamic keys;
+    one document per rank rather than per function halves the documents to write.
   Request-level charts filter `NOT kind : "function"`, function charts `kind : "function"`.
 
 A redelivered record yields the same `_id`s, so counts never double.
@@ -22,10 +25,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from inferlog.telemetry.record import RequestRecord
-from logs_pipeline.filter import RecordFilter
+from pydantic_core import to_json
 
-Action = dict[str, Any]
+from inferlog.telemetry.record import HotFunction, Ml, RequestRecord
+from logs_pipeline.filter import RecordFilter
+from logs_pipeline.sinks import Action, RawJson
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class IndexNames:
     message: str = "ml-api-message"
     perfs: str = "ml-api-perfs"
     dead_letters: str = "ml-api-dead-letters"
+
+
+def _name(f: HotFunction) -> str:
+    return _function_name(f.file, f.function, f.line)
 
 
 @lru_cache(maxsize=4096)  # the same few functions in every profile
@@ -46,34 +54,30 @@ def _function_name(file: str, function: str, line: int) -> str:
     return f"{name}:{line}" if function.startswith("<") else name
 
 
-def _common(record: RequestRecord, source: dict[str, Any]) -> dict[str, Any]:
-    ml = source["ml"]
+def _common(record: RequestRecord, ml: Ml) -> dict[str, Any]:
     return {
-        "@timestamp": source["@timestamp"],
+        "@timestamp": to_json(record.timestamp).decode()[1:-1],  # as in the record's JSON
         "transaction": {"id": record.transaction.id},
         "url": {"path": record.url.path},
-        "model": {"name": ml["model"]["name"], "version": ml["model"]["version"]},
-        "batch_size": ml["batch_size"],
+        "model": {"name": ml.model.name, "version": ml.model.version},
+        "batch_size": ml.batch_size,
     }
 
 
-# Each charted function is one more document to index: charting every function of the profile
-# (up to 2 x PROFILING_TOP_N) made 17 documents of a single-case record, and the pipeline's rate
-# fell by half. A function that is not in a request's top 5 adds little to a panel's sums.
+# Function documents are most of what the pipeline writes: charting every function of the
+# profile (up to 2 x PROFILING_TOP_N) made 17 documents of a single-case record, and the
+# pipeline's rate fell by half. A function outside a request's top 5 adds little to a panel's
+# sums.
 CHARTED_FUNCTIONS = 5
-
-# The builders below work on the record's JSON form (`source`, dumped once for ml-api-logs):
-# dumping the models again per document was a third of the pipeline's time.
 
 
 def message_documents(
-    record: RequestRecord, source: dict[str, Any], common: dict[str, Any], index: str
+    record: RequestRecord, ml: Ml, common: dict[str, Any], index: str
 ) -> list[Action]:
-    ml = source["ml"]
-    if ml.get("prediction") is None:
+    if ml.prediction is None:
         return []
-    inputs = ml["input"] if isinstance(ml["input"], list) else [ml["input"]]
-    outcomes = ml["prediction"] if isinstance(ml["prediction"], list) else [ml["prediction"]]
+    inputs = ml.input if isinstance(ml.input, list) else [ml.input]
+    outcomes = ml.prediction if isinstance(ml.prediction, list) else [ml.prediction]
     return [
         {
             "_index": index,
@@ -83,8 +87,8 @@ def message_documents(
                 "row": row,
                 "input": case,
                 "prediction": {
-                    **outcome,
-                    "out_of_range": bool(outcome.get("out_of_range_features")),
+                    **outcome.model_dump(),
+                    "out_of_range": bool(outcome.out_of_range_features),
                 },
             },
         }
@@ -92,22 +96,28 @@ def message_documents(
     ]
 
 
+def _charted(f: HotFunction, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "calls": f.calls,
+        "tottime_ms": f.tottime_ms,
+        "cumtime_ms": f.cumtime_ms,
+    }
+
+
 def perfs_documents(
-    record: RequestRecord, source: dict[str, Any], common: dict[str, Any], index: str
+    record: RequestRecord, ml: Ml, common: dict[str, Any], index: str
 ) -> list[Action]:
-    ml = source["ml"]
-    profile = ml["profile"]
-    if not profile["profiled"]:
+    profile = ml.profile
+    if not profile.profiled:
         return []
-    top = profile.get("top_functions", [])
-    numbers = {k: v for k, v in profile.items() if k not in ("top_functions", "reason", "profiled")}
-    names = [_function_name(f["file"], f["function"], f["line"]) for f in top]
+    top = profile.top_functions
     # The list is ranked by cumulative time: the first is the profiled call itself (its
-    # cumulative time is the whole call tree's), so it is the root, never a "hot" function.
-    hottest = max(range(1, len(top)), key=lambda i: top[i]["tottime_ms"], default=None)
-    by_self = sorted(range(len(top)), key=lambda i: top[i]["tottime_ms"], reverse=True)
-    by_cumulative = sorted(range(1, len(top)), key=lambda i: top[i]["cumtime_ms"], reverse=True)
-    charted = sorted({*by_self[:CHARTED_FUNCTIONS], *by_cumulative[:CHARTED_FUNCTIONS]})
+    # cumulative time is the whole call tree's), so it is never a "hot" callee.
+    callees = top[1:]
+    by_self = sorted(top, key=lambda f: f.tottime_ms, reverse=True)[:CHARTED_FUNCTIONS]
+    by_cumulative = sorted(callees, key=lambda f: f.cumtime_ms, reverse=True)[:CHARTED_FUNCTIONS]
+    hottest = max(callees, key=lambda f: f.tottime_ms, default=None)
     request = {
         "_index": index,
         "_id": record.transaction.id,
@@ -116,35 +126,27 @@ def perfs_documents(
             "kind": "request",
             "http": {"response": {"status_code": record.http.response.status_code}},
             "profile": {
-                **numbers,
-                "inference_ms_per_case": profile["inference_ms"] / ml["batch_size"],
-                "top_functions": top,
+                **profile.model_dump(exclude={"top_functions", "reason", "profiled"}),
+                "inference_ms_per_case": profile.inference_ms / ml.batch_size,
                 # The callee with the most self time.
-                "hottest_function": names[hottest] if hottest is not None else None,
+                "hottest_function": _name(hottest) if hottest is not None else None,
             },
         },
     }
-    functions = [
-        {
-            "_index": index,
-            "_id": f"{record.transaction.id}-f{rank}",
-            "_source": {
-                **common,
-                "kind": "function",
-                "function": {
-                    "name": names[rank],
-                    "file": f["file"],
-                    "line": f["line"],
-                    "calls": f["calls"],
-                    "tottime_ms": f["tottime_ms"],
-                    "cumtime_ms": f["cumtime_ms"],
-                    "rank": rank,
-                    "root": rank == 0,
-                },
-            },
-        }
-        for rank, f in ((rank, top[rank]) for rank in charted)
-    ]
+    functions = []
+    for rank in range(max(len(by_self), len(by_cumulative))):
+        function: dict[str, Any] = {"rank": rank + 1}
+        if rank < len(by_self):
+            function["by_self"] = _charted(by_self[rank], _name(by_self[rank]))
+        if rank < len(by_cumulative):
+            function["by_cumulative"] = _charted(by_cumulative[rank], _name(by_cumulative[rank]))
+        functions.append(
+            {
+                "_index": index,
+                "_id": f"{record.transaction.id}-f{rank + 1}",
+                "_source": {**common, "kind": "function", "function": function},
+            }
+        )
     return [request, *functions]
 
 
@@ -153,17 +155,19 @@ class Indexer:
         self.names = names
         self.filter = record_filter
 
-    def documents(self, record: RequestRecord) -> list[Action]:
-        source = record.model_dump(mode="json", by_alias=True, exclude_none=True)
+    def documents(self, record: RequestRecord, text: str | None = None) -> list[Action]:
+        """`text`: the record as one line of JSON, when the caller has it (`collector.parse`);
+        it becomes the `ml-api-logs` document as it is."""
+        logs = RawJson(record.to_json() if text is None else text)
         actions: list[Action] = [
-            {"_index": self.names.logs, "_id": record.transaction.id, "_source": source}
+            {"_index": self.names.logs, "_id": record.transaction.id, "_source": logs}
         ]
         targets = self.filter.targets(record)
         if not targets or record.ml is None:  # no case, no profile: nothing more to index
             return actions
-        common = _common(record, source)
+        common = _common(record, record.ml)
         if "message" in targets:
-            actions += message_documents(record, source, common, self.names.message)
+            actions += message_documents(record, record.ml, common, self.names.message)
         if "perfs" in targets:
-            actions += perfs_documents(record, source, common, self.names.perfs)
+            actions += perfs_documents(record, record.ml, common, self.names.perfs)
         return actions

@@ -38,7 +38,6 @@ DOCUMENTED_TYPES = {"index-pattern", "dashboard", "search"}
 # request documents indexed before `kind` existed still count.
 REQUESTS = 'NOT kind : "function"'
 FUNCTIONS = 'kind : "function"'
-CALLEES = 'kind : "function" and not function.root : true'
 INFERENCES = "ml.profile.profiled : *"  # records of requests that reached the model
 UNPROFILED = "ml.profile.profiled : false"
 
@@ -341,24 +340,21 @@ def latency_columns(field: str) -> dict[str, dict[str, Any]]:
     }
 
 
-TIME_LABELS = {"tottime_ms": "total self time", "cumtime_ms": "total cumulative time"}
-
-
 def hot_functions(
-    panel_id: str,
-    title: str,
-    grid: tuple[int, int, int, int],
-    perfs: str,
-    time_field: str,
-    query: str,
+    panel_id: str, title: str, grid: tuple[int, int, int, int], perfs: str, ranking: str
 ) -> dict[str, Any]:
-    """Top 10 functions by the time they took over the period (a sum over function documents:
-    a function called in every request weighs more than one called once)."""
+    """Top 10 functions by the time they took over the period: a sum, over requests, of each
+    request's top 5 (`by_self`: self time; `by_cumulative`: cumulative time of callees), so a
+    function hot in every request weighs more than one hot once."""
+    field, label = {
+        "by_self": ("tottime_ms", "total self time (ms)"),
+        "by_cumulative": ("cumtime_ms", "total cumulative time (ms)"),
+    }[ranking]
     columns = {
-        "fn": terms("function.name", 10, "time", label="function"),
-        "time": metric("sum", f"function.{time_field}", f"{TIME_LABELS[time_field]} (ms)"),
+        "fn": terms(f"function.{ranking}.name", 10, "time", label="function"),
+        "time": metric("sum", f"function.{ranking}.{field}", label),
     }
-    return xy_panel(panel_id, title, grid, perfs, "bar_horizontal", columns, "fn", query=query)
+    return xy_panel(panel_id, title, grid, perfs, "bar_horizontal", columns, "fn", query=FUNCTIONS)
 
 
 def performance_dashboard(perfs: str, logs: str) -> dict[str, Any]:
@@ -454,16 +450,14 @@ def performance_dashboard(perfs: str, logs: str) -> dict[str, Any]:
             "Hottest functions by self time (tottime)",
             (0, 48, 24, 15),
             perfs,
-            "tottime_ms",
-            FUNCTIONS,
+            "by_self",
         ),
         hot_functions(
             "hottest-cumulative",
             "Hottest functions by cumulative time (profiled call excluded)",
             (24, 48, 24, 15),
             perfs,
-            "cumtime_ms",
-            CALLEES,
+            "by_cumulative",
         ),
     ]
     return dashboard(

@@ -56,6 +56,15 @@ HOT_FUNCTION = {
         "cumtime_ms": DOUBLE,
     }
 }
+# One of a request's charted functions in ml-api-perfs (logs_pipeline/indexer.py).
+CHARTED_FUNCTION = {
+    "properties": {
+        "name": KEYWORD,  # module:function, the same in every request
+        "calls": LONG,
+        "tottime_ms": DOUBLE,
+        "cumtime_ms": DOUBLE,
+    }
+}
 PROFILE_NUMBERS = {
     "latency_ms": DOUBLE,
     "inference_ms": DOUBLE,
@@ -145,20 +154,14 @@ def perfs_mapping() -> dict[str, Any]:
                 "properties": {
                     **PROFILE_NUMBERS,
                     "inference_ms_per_case": DOUBLE,
-                    "top_functions": HOT_FUNCTION,
                     "hottest_function": KEYWORD,
                 }
             },
             "function": {
                 "properties": {
-                    "name": KEYWORD,  # module:function, the same in every request
-                    "file": KEYWORD,
-                    "line": INTEGER,
-                    "calls": LONG,
-                    "tottime_ms": DOUBLE,
-                    "cumtime_ms": DOUBLE,
                     "rank": INTEGER,
-                    "root": BOOLEAN,  # the profiled model call itself
+                    "by_self": CHARTED_FUNCTION,
+                    "by_cumulative": CHARTED_FUNCTION,
                 }
             },
         },

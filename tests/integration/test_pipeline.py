@@ -188,16 +188,21 @@ def test_mixed_traffic_gives_exact_counts_and_documents_match_the_templates(
     message = client.search(index=names(settings).message, size=1)["hits"]["hits"][0]["_source"]
     assert set(message["input"]) == set(dataset.load().feature_names)
     perf = client.search(
-        index=names(settings).perfs, size=1, query={"term": {"url.path": "/predict"}}
+        index=names(settings).perfs,
+        size=1,
+        query={
+            "bool": {"filter": [{"term": {"url.path": "/predict"}}, {"term": {"kind": "request"}}]}
+        },
     )
     profile = perf["hits"]["hits"][0]["_source"]["profile"]
-    assert profile["function_calls"] > 0 and profile["top_functions"]
+    assert profile["function_calls"] > 0 and ":" in profile["hottest_function"]
     functions = client.search(
         index=names(settings).perfs, size=1000, query={"term": {"kind": "function"}}
     )["hits"]["hits"]
-    # Each profiled request's charted functions, named module:function.
+    # Each profiled request's top 5 functions, named module:function.
+    assert len(functions) == 5 * expected.perfs
     assert len({f["_source"]["transaction"]["id"] for f in functions}) == expected.perfs
-    assert all(":" in f["_source"]["function"]["name"] for f in functions)
+    assert all(":" in f["_source"]["function"]["by_self"]["name"] for f in functions)
 
 
 def test_records_delivered_twice_keep_the_same_counts(
@@ -707,10 +712,10 @@ def test_an_entry_that_kills_its_consumer_is_dead_lettered_after_bounded_deliver
         pipeline.collector.consumer = f"consumer-{restarts}"
         documents = pipeline.indexer.documents
 
-        def crash_on_poison(record: Any, documents: Any = documents) -> Any:
+        def crash_on_poison(record: Any, text: str, documents: Any = documents) -> Any:
             if record.transaction.id == poison_transaction:
                 raise ConsumerCrashedError
-            return documents(record)
+            return documents(record, text)
 
         pipeline.indexer.documents = crash_on_poison  # type: ignore[method-assign]
         pipeline.collector.ensure_group()

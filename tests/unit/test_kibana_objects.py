@@ -26,6 +26,7 @@ from logs_pipeline.kibana import (
     saved_objects,
     to_ndjson,
 )
+from logs_pipeline.sinks import source_json
 from logs_pipeline.templates import index_templates
 from tests.records import record
 
@@ -243,7 +244,8 @@ def test_every_panel_on_the_perfs_index_says_which_kind_of_document_it_charts() 
 
 @pytest.fixture(scope="module")
 def documents(predictor: Predictor) -> dict[str, list[dict[str, Any]]]:
-    """Data view id -> the `_source`s the indexer makes of a little of every kind of traffic."""
+    """Data view id -> the `_source`s the indexer makes of a little of every kind of traffic,
+    as the sink writes them."""
     records = [
         record(predictor, route, cases=3 if "batch" in route else 1) for route in PREDICTION_ROUTES
     ]
@@ -255,7 +257,8 @@ def documents(predictor: Predictor) -> dict[str, list[dict[str, Any]]]:
     by_view: dict[str, list[dict[str, Any]]] = {}
     for one in records:
         for action in indexer.documents(one):
-            by_view.setdefault(data_view_id(action["_index"]), []).append(action["_source"])
+            source = json.loads(source_json(action))
+            by_view.setdefault(data_view_id(action["_index"]), []).append(source)
     return by_view
 
 
@@ -305,15 +308,21 @@ def test_each_panel_has_documents_holding_every_field_it_charts(
         assert any(values(d, field) for d in chosen), f"{name}: no {field} in its documents"
 
 
-def test_the_hot_function_panels_leave_the_profiled_call_out_where_they_say_so(
+def test_the_cumulative_time_panel_leaves_the_profiled_call_out(
     documents: dict[str, list[dict[str, Any]]],
 ) -> None:
-    functions = [d for d in documents[data_view_id(NAMES.perfs)] if d.get("kind") == "function"]
-    roots = {d["function"]["name"] for d in functions if d["function"]["root"]}
-    assert roots == {"inferlog.ml.predictor:predict"}
+    logs = documents[data_view_id(NAMES.logs)]
+    profiles = [
+        d["ml"]["profile"] for d in logs if d.get("ml", {}).get("profile", {}).get("profiled")
+    ]
+    roots = {p["top_functions"][0]["function"] for p in profiles}
+    assert roots == {"predict"}  # each profile's first function: the model call, all of it
     by_title = {p["title"]: p for _, p in lens_panels()}
-    cumulative = by_title["Hottest functions by cumulative time (profiled call excluded)"]
-    assert not any(kql_matches(query_of(cumulative), d) for d in functions if d["function"]["root"])
+    panel = by_title["Hottest functions by cumulative time (profiled call excluded)"]
+    (field,) = [f for f in charted_fields(panel) if f.endswith(".name")]
+    perfs = documents[data_view_id(NAMES.perfs)]
+    charted = {v for d in perfs if kql_matches(query_of(panel), d) for v in values(d, field)}
+    assert len(charted) >= 5 and "inferlog.ml.predictor:predict" not in charted
 
 
 def test_saved_searches_query_fields_the_templates_map() -> None:

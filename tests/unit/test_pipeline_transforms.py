@@ -13,7 +13,7 @@ from inferlog.features import FEATURE_NAMES
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
 from inferlog.telemetry.profiler import InferenceProfiler, summarize
-from inferlog.telemetry.record import RequestRecord
+from inferlog.telemetry.record import HotFunction, RequestRecord
 from logs_pipeline.collector import Entry, UnusableEntryError, parse
 from logs_pipeline.filter import RecordFilter, Rule
 from logs_pipeline.indexer import Indexer, IndexNames
@@ -78,7 +78,7 @@ def test_an_unprofiled_request_has_no_perfs_document(predictor: Predictor) -> No
     assert {a["_index"] for a in actions} == {"ml-api-logs", "ml-api-message"}
 
 
-def test_each_hot_function_is_a_document_with_the_model_call_as_its_root(
+def test_function_documents_rank_the_top_five_by_self_time_and_callees_by_cumulative_time(
     predictor: Predictor,
 ) -> None:
     one = record(predictor)
@@ -86,17 +86,24 @@ def test_each_hot_function_is_a_document_with_the_model_call_as_its_root(
     request, *functions = [a for a in actions if a["_index"] == "ml-api-perfs"]
     top = one.ml.profile.top_functions if one.ml else []
     assert request["_id"] == one.transaction.id and request["_source"]["kind"] == "request"
-    charted = {f["_source"]["function"]["name"]: f for f in functions}
-    assert all(f["_id"].startswith(f"{one.transaction.id}-f") for f in functions)
-    assert len(charted) == len(functions) <= 10 < len(top)
+    assert [f["_id"] for f in functions] == [f"{one.transaction.id}-f{r}" for r in range(1, 6)]
+    ranked = [f["_source"]["function"] for f in functions]
+    assert [f["rank"] for f in ranked] == [1, 2, 3, 4, 5]
+
+    def name(f: HotFunction) -> str:  # module:function; anonymous code keeps its line
+        name = f"{f.file.removesuffix('.py').replace('/', '.')}:{f.function}"
+        return f"{name}:{f.line}" if f.function.startswith("<") else name
+
     by_self = sorted(top, key=lambda f: f.tottime_ms, reverse=True)[:5]
+    assert [f["by_self"]["name"] for f in ranked] == [name(f) for f in by_self]
+    assert [f["by_self"]["tottime_ms"] for f in ranked] == [f.tottime_ms for f in by_self]
+    # The profiled call (first by cumulative time: its whole call tree) is no hot callee.
     by_cumulative = sorted(top[1:], key=lambda f: f.cumtime_ms, reverse=True)[:5]
-    for f in [*by_self, *by_cumulative]:
-        assert f"{f.file.removesuffix('.py').replace('/', '.')}:{f.function}" in charted
-    root = "inferlog.ml.predictor:predict"
-    assert all(d["_source"]["function"]["root"] == (name == root) for name, d in charted.items())
+    assert [f["by_cumulative"]["name"] for f in ranked] == [name(f) for f in by_cumulative]
+    assert name(top[0]) == "inferlog.ml.predictor:predict"
+    assert name(top[0]) not in {f["by_cumulative"]["name"] for f in ranked}
     hottest = max(top[1:], key=lambda f: f.tottime_ms)
-    assert request["_source"]["profile"]["hottest_function"].endswith(f":{hottest.function}")
+    assert request["_source"]["profile"]["hottest_function"] == name(hottest)
     assert all(f["_source"]["@timestamp"] == request["_source"]["@timestamp"] for f in functions)
 
 
@@ -138,7 +145,7 @@ def test_unusable_entries_say_why(fields: dict[str, str], reason: str) -> None:
 def test_a_minor_schema_version_is_accepted(predictor: Predictor) -> None:
     document: dict[str, Any] = record(predictor).model_dump(mode="json", by_alias=True)
     document["schema"] = "inferlog.request/1.1"
-    assert parse(entry({"record": json.dumps(document)})).schema_ == "inferlog.request/1.1"
+    assert parse(entry({"record": json.dumps(document)})).record.schema_ == "inferlog.request/1.1"
 
 
 def test_templates_are_composable_strict_and_cover_every_feature() -> None:
