@@ -24,7 +24,13 @@ from typing import Any, NamedTuple
 import redis
 from pydantic import ValidationError
 
-from inferlog.telemetry.record import RECORD_FIELD, SCHEMA_MAJOR, RequestRecord, schema_major
+from inferlog.telemetry.record import (
+    RECORD_FIELD,
+    SCHEMA,
+    SCHEMA_MAJOR,
+    RequestRecord,
+    schema_major,
+)
 from inferlog.telemetry.stream_group import entry_id
 
 log = logging.getLogger(__name__)
@@ -63,7 +69,8 @@ def parse(entry: Entry) -> Parsed:
     except ValidationError:
         pass
     else:
-        if schema_major(record.schema_) == SCHEMA_MAJOR and "\n" not in raw and "\r" not in raw:
+        ours = record.schema_ == SCHEMA or schema_major(record.schema_) == SCHEMA_MAJOR
+        if ours and "\n" not in raw and "\r" not in raw:
             return Parsed(record, raw)
     # Anything else takes this path, which says why it is not a record, or writes it again.
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_json
@@ -69,6 +70,8 @@ def _common(record: RequestRecord, ml: Ml) -> dict[str, Any]:
 # pipeline's rate fell by half. A function outside a request's top 5 adds little to a panel's
 # sums.
 CHARTED_FUNCTIONS = 5
+SELF_TIME, CUMULATIVE_TIME = attrgetter("tottime_ms"), attrgetter("cumtime_ms")
+NOT_PERFS = {"top_functions", "reason", "profiled"}  # profile fields ml-api-perfs leaves out
 
 
 def message_documents(
@@ -96,15 +99,6 @@ def message_documents(
     ]
 
 
-def _charted(f: HotFunction, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "calls": f.calls,
-        "tottime_ms": f.tottime_ms,
-        "cumtime_ms": f.cumtime_ms,
-    }
-
-
 def perfs_documents(
     record: RequestRecord, ml: Ml, common: dict[str, Any], index: str
 ) -> list[Action]:
@@ -115,9 +109,9 @@ def perfs_documents(
     # The list is ranked by cumulative time: the first is the profiled call itself (its
     # cumulative time is the whole call tree's), so it is never a "hot" callee.
     callees = top[1:]
-    by_self = sorted(top, key=lambda f: f.tottime_ms, reverse=True)[:CHARTED_FUNCTIONS]
-    by_cumulative = sorted(callees, key=lambda f: f.cumtime_ms, reverse=True)[:CHARTED_FUNCTIONS]
-    hottest = max(callees, key=lambda f: f.tottime_ms, default=None)
+    by_self = sorted(top, key=SELF_TIME, reverse=True)[:CHARTED_FUNCTIONS]
+    by_cumulative = sorted(callees, key=CUMULATIVE_TIME, reverse=True)[:CHARTED_FUNCTIONS]
+    hottest = max(callees, key=SELF_TIME, default=None)
     request = {
         "_index": index,
         "_id": record.transaction.id,
@@ -126,7 +120,7 @@ def perfs_documents(
             "kind": "request",
             "http": {"response": {"status_code": record.http.response.status_code}},
             "profile": {
-                **profile.model_dump(exclude={"top_functions", "reason", "profiled"}),
+                **profile.model_dump(exclude=NOT_PERFS),
                 "inference_ms_per_case": profile.inference_ms / ml.batch_size,
                 # The callee with the most self time.
                 "hottest_function": _name(hottest) if hottest is not None else None,
@@ -136,10 +130,15 @@ def perfs_documents(
     functions = []
     for rank in range(max(len(by_self), len(by_cumulative))):
         function: dict[str, Any] = {"rank": rank + 1}
-        if rank < len(by_self):
-            function["by_self"] = _charted(by_self[rank], _name(by_self[rank]))
-        if rank < len(by_cumulative):
-            function["by_cumulative"] = _charted(by_cumulative[rank], _name(by_cumulative[rank]))
+        for key, ranked in (("by_self", by_self), ("by_cumulative", by_cumulative)):
+            if rank < len(ranked):
+                f = ranked[rank]
+                function[key] = {
+                    "name": _function_name(f.file, f.function, f.line),
+                    "calls": f.calls,
+                    "tottime_ms": f.tottime_ms,
+                    "cumtime_ms": f.cumtime_ms,
+                }
         functions.append(
             {
                 "_index": index,

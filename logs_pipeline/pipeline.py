@@ -189,20 +189,16 @@ class Pipeline:
             return self._process(entries)
 
     def _process(self, entries: list[Entry]) -> bool:
-        actions: list[Action] = []
-        owner: dict[int, Entry] = {}  # action (by identity) -> the entry it was made from
-        for entry in entries:
-            documents = self._documents(entry)
-            for action in documents:
-                owner[id(action)] = entry
-            actions += documents
-        written = self._write(actions)
+        made = [(entry, self._documents(entry)) for entry in entries]
+        written = self._write([action for _, documents in made for action in documents])
         if written is None:
             self.counters.abandoned_batches += 1
             return False
         failed: set[str] = set()
         if written.rejected:
             log.error("%d documents refused by the sink: dead-lettered", len(written.rejected))
+            # action (by identity) -> the entry it was made from
+            owner = {id(action): entry for entry, documents in made for action in documents}
             letters = []
             for r in written.rejected:
                 entry = owner[id(r.action)]
