@@ -18,6 +18,8 @@ process: single predictions, batches of 4, 422s, health checks), then:
 
     uv run python bench/pipeline_throughput.py [--records 30000] [--es-records 3000]
                                                [--seconds 20] [--api-rate 420]
+                                               [--parts ndjson,elasticsearch,freshness]
+                                               [--python /path/to/venv/bin/python]
 
 Needs `redis-server` (apt-get install redis-server); the Elasticsearch-compatible server comes
 with the dev dependencies (`osmem-server`).
@@ -100,10 +102,10 @@ def fill(r: redis.Redis, stream: str, pool: list[str], n: int) -> list[str]:
     return records
 
 
-def timed_once(env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+def timed_once(env: dict[str, str], python: str = sys.executable) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "logs_pipeline", "once"],
+        [python, "-m", "logs_pipeline", "once"],
         env=env,
         capture_output=True,
         text=True,
@@ -292,6 +294,11 @@ def main() -> None:
     )
     parser.add_argument("--model-dir", type=Path, default=ROOT / "model")
     parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the timed NDJSON pipeline (one with the project installed)",
+    )
+    parser.add_argument(
         "--parts", default="ndjson,elasticsearch,freshness", help="which measurements to run"
     )
     args = parser.parse_args()
@@ -335,11 +342,12 @@ def main() -> None:
         stack.callback(proxy.close)
 
         if "ndjson" in parts:  # 1. NDJSON, whole process
-            startup, _ = timed_once({**env, "REDIS_STREAM": "bench:empty"})
+            startup, _ = timed_once({**env, "REDIS_STREAM": "bench:empty"}, args.python)
             fill(r, "bench:ndjson", pool, args.records)
-            elapsed, summary = timed_once({**env, "REDIS_STREAM": "bench:ndjson"})
+            elapsed, summary = timed_once({**env, "REDIS_STREAM": "bench:ndjson"}, args.python)
             assert summary["entries"] == args.records, summary
             results["ndjson"] = {
+                "python": args.python,
                 "records": args.records,
                 "seconds": elapsed,
                 "records_per_s": args.records / elapsed,

@@ -218,9 +218,8 @@ def prepare_indices(client: Elasticsearch, settings: Settings) -> None:
         body = templates.lifecycle_policy(settings.retention_days)
         client.ilm.put_lifecycle(name=policy, policy=body["policy"])
         log.info("lifecycle policy %s: delete after %d days", policy, settings.retention_days)
-    es_sink.ElasticsearchSink(client).install_templates(
-        templates.index_templates(names(settings), policy)
-    )
+    bodies = templates.index_templates(names(settings), policy)
+    es_sink.ElasticsearchSink(client).install_templates(bodies)
     index_names = names(settings)
     for alias in (
         index_names.logs,
@@ -229,6 +228,18 @@ def prepare_indices(client: Elasticsearch, settings: Settings) -> None:
         index_names.dead_letters,
     ):
         if client.indices.exists_alias(name=alias):
+            # Indices made by an earlier version take the fields added since (a strict mapping
+            # would refuse their documents until the next rollover); adding fields is allowed.
+            mapping = bodies[alias]["template"]["mappings"]
+            try:
+                client.indices.put_mapping(index=alias, properties=mapping["properties"])
+            except BadRequestError as exc:  # a field of another type: theirs stays
+                log.warning(
+                    "%s keeps its mapping (%s): documents it refuses go to the dead letters "
+                    "until the next rollover",
+                    alias,
+                    exc.message,
+                )
             continue
         if client.indices.exists(index=alias):  # made by an older version, or auto-created
             raise CliError(

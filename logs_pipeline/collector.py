@@ -52,6 +52,12 @@ class UnusableEntryError(ValueError):
         self.detail = detail
 
 
+# Line breaks (JSON whitespace here) would split an NDJSON line; NaN and Infinity, which pydantic
+# parses, are not JSON for Elasticsearch. Also inside a string they only send the record the
+# slow way, which writes it again (NaN as null).
+_NOT_AS_IT_IS = ("\n", "\r", "NaN", "Infinity")
+
+
 class Parsed(NamedTuple):
     record: RequestRecord
     text: str  # the record as one line of JSON
@@ -62,15 +68,18 @@ def parse(entry: Entry) -> Parsed:
     if raw is None:
         raise UnusableEntryError("malformed_entry", f"no {RECORD_FIELD!r} field")
     # The common case in one pass (pydantic parses and validates at once, twice as fast as
-    # json.loads + model_validate). Strict: every value has its schema type as it is, so the
-    # entry's own text is the record, with no need to write it again.
+    # json.loads + model_validate). Strict, by alias: every value has its schema type and every
+    # key its name in the record as it is, so the entry's own text is the record, with no
+    # need to write it again, unless it holds what Elasticsearch cannot parse.
     try:
-        record = RequestRecord.model_validate_json(raw, strict=True)
+        record = RequestRecord.model_validate_json(raw, strict=True, by_name=False)
     except ValidationError:
         pass
     else:
         ours = record.schema_ == SCHEMA or schema_major(record.schema_) == SCHEMA_MAJOR
-        if ours and "\n" not in raw and "\r" not in raw:
+        # A record without its schema is no record (as below), though the model has a default.
+        ours = ours and '"schema":' in raw
+        if ours and not any(part in raw for part in _NOT_AS_IT_IS):
             return Parsed(record, raw)
     # Anything else takes this path, which says why it is not a record, or writes it again.
     try:

@@ -6,10 +6,11 @@
 - `ml-api-perfs`: two kinds of documents, told apart by `kind`:
   - `kind: request`, one per profiled request; `_id` = transaction id: timings, memory, call
     counts, batch size, the hottest function's name (the whole list is in `ml-api-logs`);
-  - `kind: function`, one per rank r = 1..5 of that request's charted functions: its r-th
+  - `kind: function`, one per rank r = 1..5 (fewer for a smaller profile): the request's r-th
     function by self time (`function.by_self`) and its r-th callee by cumulative time
     (`function.by_cumulative`, the profiled call itself left out), each with its name
     (module:function), calls, self and cumulative time; `_id` = transaction id + `-f` + r.
+    The two sides of one document are unrelated functions that share a rank: read one side.
     Lens charts the top values of a keyword field by a sum of a number field: "hottest by self
     time" sums `function.by_self.tottime_ms` per `function.by_self.name`, and each request adds
     exactly its top 5 to it. It cannot chart a list of objects per function, nor dynamic keys;
@@ -57,7 +58,7 @@ def _function_name(file: str, function: str, line: int) -> str:
 
 def _common(record: RequestRecord, ml: Ml) -> dict[str, Any]:
     return {
-        "@timestamp": to_json(record.timestamp).decode()[1:-1],  # as in the record's JSON
+        "@timestamp": to_json(record.timestamp).decode()[1:-1],  # as the API writes it
         "transaction": {"id": record.transaction.id},
         "url": {"path": record.url.path},
         "model": {"name": ml.model.name, "version": ml.model.version},
@@ -134,7 +135,7 @@ def perfs_documents(
             if rank < len(ranked):
                 f = ranked[rank]
                 function[key] = {
-                    "name": _function_name(f.file, f.function, f.line),
+                    "name": _name(f),
                     "calls": f.calls,
                     "tottime_ms": f.tottime_ms,
                     "cumtime_ms": f.cumtime_ms,

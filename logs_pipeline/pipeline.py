@@ -58,10 +58,10 @@ class PipelineCounters:
 
 @contextlib.contextmanager
 def _cycle_collection_paused() -> Iterator[None]:
-    """A batch makes tens of thousands of objects (records, documents), none in a cycle, that
-    all live until it is written: the cyclic garbage collector would scan them again and again
-    as they age, a fifth of the pipeline's time. Paused for the batch; it runs again once they
-    are freed (what a sink's retries leave in cycles meanwhile is small)."""
+    """Building a batch's documents makes tens of thousands of objects, none in a cycle, that
+    all live until the batch is written: the cyclic garbage collector would scan them again
+    and again as they age, a fifth of the pipeline's time. Paused while they are built (not
+    while the sink is retried: a long outage's exceptions are cycles to collect)."""
     if not gc.isenabled():
         yield
         return
@@ -186,10 +186,7 @@ class Pipeline:
         if not entries:
             return True
         with _cycle_collection_paused():
-            return self._process(entries)
-
-    def _process(self, entries: list[Entry]) -> bool:
-        made = [(entry, self._documents(entry)) for entry in entries]
+            made = [(entry, self._documents(entry)) for entry in entries]
         written = self._write([action for _, documents in made for action in documents])
         if written is None:
             self.counters.abandoned_batches += 1

@@ -143,7 +143,8 @@ def message_mapping() -> dict[str, Any]:
 
 def perfs_mapping() -> dict[str, Any]:
     """`kind: request` documents (one per profiled request) and `kind: function` documents (one
-    per hot function of a profiled request) share the index; see logs_pipeline/indexer.py."""
+    per rank of a profiled request's top functions) share the index; see
+    logs_pipeline/indexer.py."""
     return {
         "dynamic": "strict",
         "properties": {

@@ -782,6 +782,29 @@ def test_setup_installs_retention_and_the_first_index_behind_each_alias(
         assert client.count(index=alias)["count"] == 0  # panels have fields before documents
 
 
+def test_setup_adds_new_fields_to_indices_an_earlier_version_made(
+    settings: Settings, predictor: Predictor
+) -> None:
+    perfs = names(settings).perfs
+    client = es(settings)
+    # ml-api-perfs as before one document per rank: strict, without `function.by_self`.
+    earlier = index_templates(names(settings))[perfs]["template"]["mappings"]
+    earlier["properties"]["function"] = {"properties": {"name": {"type": "keyword"}}}
+    client.indices.create(
+        index=f"{perfs}-000001", mappings=earlier, aliases={perfs: {"is_write_index": True}}
+    )
+    setup_templates(settings)
+    (mapping,) = client.indices.get_mapping(index=perfs).values()
+    function = mapping["mappings"]["properties"]["function"]["properties"]
+    assert {"name", "rank", "by_self", "by_cumulative"} <= set(function)
+    expected = produce(settings, predictor, rounds=1)
+    pipeline = make_pipeline(settings)
+    pipeline.collector.ensure_group()
+    assert pipeline.step(block=False) > 0
+    assert dead_letters(settings) == []
+    assert counts(settings).perfs == expected.perfs
+
+
 def test_a_pipeline_started_before_setup_waits_for_it_and_creates_no_index(
     settings: Settings, predictor: Predictor, redis_server: RedisServer
 ) -> None:

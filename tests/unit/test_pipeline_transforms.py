@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from inferlog.telemetry.record import HotFunction, RequestRecord
 from logs_pipeline.collector import Entry, UnusableEntryError, parse
 from logs_pipeline.filter import RecordFilter, Rule
 from logs_pipeline.indexer import Indexer, IndexNames
+from logs_pipeline.sinks import source_json
+from logs_pipeline.sinks.ndjson import NdjsonSink, read_actions
 from logs_pipeline.templates import POLICY_NAME, index_templates
 from tests.records import record
 
@@ -146,6 +149,96 @@ def test_a_minor_schema_version_is_accepted(predictor: Predictor) -> None:
     document: dict[str, Any] = record(predictor).model_dump(mode="json", by_alias=True)
     document["schema"] = "inferlog.request/1.1"
     assert parse(entry({"record": json.dumps(document)})).record.schema_ == "inferlog.request/1.1"
+
+
+def test_a_record_as_the_api_ships_it_becomes_the_logs_document_as_it_is(
+    predictor: Predictor,
+) -> None:
+    text = record(predictor).to_json()
+    parsed = parse(entry({"record": text}))
+    assert parsed.text is text
+    (logs,) = [
+        a
+        for a in Indexer(IndexNames(), RecordFilter()).documents(*parsed)
+        if a["_index"] == "ml-api-logs"
+    ]
+    assert source_json(logs) == text.encode()
+
+
+@pytest.mark.parametrize(
+    ("change", "indent"),
+    [
+        (lambda d: d, 1),  # pretty-printed: its line breaks would split an NDJSON line
+        (lambda d: d | {"timestamp": d.pop("@timestamp")}, None),  # a field name, not its alias
+        (lambda d: d | {"event": {**d["event"], "duration": "2000000"}}, None),  # a number as text
+    ],
+)
+def test_a_record_not_exactly_in_its_schema_is_written_again(
+    predictor: Predictor, change: Any, indent: int | None
+) -> None:
+    document = change(record(predictor).model_dump(mode="json", by_alias=True))
+    raw = json.dumps(document, indent=indent)
+    parsed = parse(entry({"record": raw}))
+    assert parsed.text != raw
+    assert json.loads(parsed.text) == json.loads(parsed.record.to_json())
+    assert "\n" not in parsed.text and "@timestamp" in json.loads(parsed.text)
+    assert json.loads(parsed.text)["event"]["duration"] == 2_000_000
+
+
+def test_nan_in_a_record_is_written_as_null_not_as_nan(predictor: Predictor) -> None:
+    document = json.loads(record(predictor).to_json())
+    document["ml"]["profile"]["rss_delta_mb"] = float("nan")
+    parsed = parse(entry({"record": json.dumps(document)}))  # json.dumps writes NaN
+    assert "NaN" not in parsed.text
+    assert json.loads(parsed.text)["ml"]["profile"].get("rss_delta_mb") is None
+
+
+def test_a_record_without_its_schema_is_refused_whichever_way_it_is_read(
+    predictor: Predictor,
+) -> None:
+    document = json.loads(record(predictor).to_json())
+    del document["schema"]
+    with pytest.raises(UnusableEntryError) as caught:
+        parse(entry({"record": json.dumps(document, separators=(",", ":"))}))
+    assert caught.value.reason == "unknown_schema"
+
+
+def test_documents_survive_the_ndjson_file_and_a_huge_integer(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    one = record(predictor, "/predict/batch", cases=2)
+    actions = Indexer(IndexNames(), RecordFilter()).documents(
+        *parse(entry({"record": one.to_json()}))
+    )
+    actions[1]["_source"]["row"] = 2**70  # pydantic takes it, orjson does not
+    sink = NdjsonSink(tmp_path)
+    assert sum(sink.write(actions).confirmed.values()) == len(actions)
+    back = [
+        a
+        for index in ("ml-api-logs", "ml-api-message", "ml-api-perfs")
+        for a in read_actions(sink.path(index))
+    ]
+    assert {(a["_index"], a["_id"]): a["_source"] for a in back} == {
+        (a["_index"], a["_id"]): json.loads(source_json(a)) for a in actions
+    }
+    assert back[1]["_source"]["row"] == 2**70
+
+
+def test_a_profile_of_fewer_functions_than_charted_makes_fewer_rank_documents(
+    predictor: Predictor,
+) -> None:
+    one = record(predictor)
+    assert one.ml is not None
+    one.ml.profile.top_functions = one.ml.profile.top_functions[:3]
+    perfs = [
+        a
+        for a in Indexer(IndexNames(), RecordFilter()).documents(one)
+        if a["_index"] == "ml-api-perfs"
+    ]
+    ranked = [a["_source"]["function"] for a in perfs[1:]]
+    assert [f["rank"] for f in ranked] == [1, 2, 3]
+    assert all("by_self" in f for f in ranked)
+    assert ["by_cumulative" in f for f in ranked] == [True, True, False]  # the root is left out
 
 
 def test_templates_are_composable_strict_and_cover_every_feature() -> None:
