@@ -5,19 +5,24 @@ standard deviation), sent to `POST /predict` at a steady rate for a duration. Op
 - `--drift FEATURE=SHIFT` (repeatable) shifts a feature by SHIFT training standard deviations,
   to show data drift;
 - `--invalid-share` sends that share of requests with an impossible value (a 422 by design).
-The summary (sent, answered by status, failed to connect) is printed as JSON at the end.
+A progress bar shows the rate and the answers so far; the summary at the end says what was
+sent, how it was answered and how fast (`--json`: the same as one JSON line, for scripts).
+One log line per request (httpx's) only with `--verbose`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+import numpy as np
 from tqdm import tqdm
 
 from inferlog.features import FEATURES, FEATURES_BY_NAME
@@ -60,25 +65,70 @@ def parse_drift(items: list[str]) -> dict[str, float]:
     return drift
 
 
-def simulate(api_url: str, rate: float, duration: float, traffic: Traffic) -> dict[str, object]:
+def simulate(api_url: str, rate: float, duration: float, traffic: Traffic) -> dict[str, Any]:
     total = max(1, int(rate * duration))
     statuses: Counter[str] = Counter()
+    latencies_ms: list[float] = []
     start = time.monotonic()
-    with httpx.Client(base_url=api_url, timeout=10) as client:
-        for n in tqdm(range(total), unit="request", desc="simulating", disable=None):
+    with (
+        httpx.Client(base_url=api_url, timeout=10) as client,
+        tqdm(total=total, unit="request", desc="simulating", disable=None) as bar,
+    ):
+        for n in range(total):
             # Steady pacing: request n leaves at start + n / rate.
             delay = start + n / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            sent = time.perf_counter()
             try:
                 statuses[str(client.post("/predict", json=traffic.case()).status_code)] += 1
+                latencies_ms.append((time.perf_counter() - sent) * 1000)
             except httpx.TransportError:
                 statuses["unreachable"] += 1
+            bar.set_postfix_str(_counts(statuses), refresh=False)
+            bar.update()
+    seconds = time.monotonic() - start
+    p50, p95 = np.percentile(latencies_ms, [50, 95]) if latencies_ms else (None, None)
     return {
+        "url": f"{api_url.rstrip('/')}/predict",
         "sent": total,
         "statuses": dict(statuses),
-        "seconds": round(time.monotonic() - start, 1),
+        "seconds": round(seconds, 1),
+        "rate": round(total / seconds, 1),
+        "latency_ms": {"p50": p50, "p95": p95} if p50 is not None else None,
     }
+
+
+def _counts(statuses: Counter[str]) -> str:
+    return ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))
+
+
+MEANINGS = {
+    "200": "predicted",
+    "422": "refused as invalid (--invalid-share sends these on purpose)",
+    "401": "refused: the API wants an API key",
+    "429": "refused: over the API's rate limit",
+    "unreachable": "no answer: is the API running? (make run)",
+}
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The end of a run on one screen: what was sent, how it was answered, how fast."""
+    lines = [
+        f"Sent {summary['sent']} requests in {summary['seconds']} s "
+        f"({summary['rate']} requests/s) to {summary['url']}"
+    ]
+    for status, n in sorted(summary["statuses"].items()):
+        share = 100 * n / summary["sent"]
+        meaning = MEANINGS.get(status, "")
+        lines.append(f"  {status:>11}  {n:>6}  {share:5.1f} %  {meaning}".rstrip())
+    if summary["latency_ms"]:
+        latency = summary["latency_ms"]
+        lines.append(
+            f"Latency seen by the client: p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms"
+        )
+    lines.append("Watch it: the UI's Monitoring tab, or Kibana's dashboards with the full stack.")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None, api_url: str = "http://127.0.0.1:8000") -> int:
@@ -89,12 +139,16 @@ def main(argv: list[str] | None = None, api_url: str = "http://127.0.0.1:8000") 
     parser.add_argument("--drift", action="append", default=[], metavar="FEATURE=SHIFT")
     parser.add_argument("--invalid-share", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="the summary as one JSON line")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     try:
         drift = parse_drift(args.drift)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    if not args.verbose:  # httpx logs each request at INFO: hundreds of lines a run
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     traffic = Traffic(seed=args.seed, drift=drift, invalid_share=args.invalid_share)
     summary = simulate(args.api_url, args.rate, args.duration, traffic)
-    print(json.dumps(summary))
+    print(json.dumps(summary) if args.json else summary_text(summary))
     return 0 if "unreachable" not in summary["statuses"] else 1

@@ -97,11 +97,25 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
             text=True,
             timeout=60,
         )
-        summary = json.loads(simulated.stdout.strip().splitlines()[-1])
-        assert summary["sent"] == 30
-        assert sum(summary["statuses"].values()) == 30
+        # What a person reads: one screen, no log line per request.
+        screen = simulated.stdout.strip().splitlines()
+        assert screen[0].startswith("Sent 30 requests in "), simulated.stdout
+        assert any(" 422 " in line and "invalid" in line for line in screen), simulated.stdout
+        assert len(screen) <= 8 and "HTTP Request" not in simulated.stderr
+        options = ["--json", "--rate", "10", "--duration", "1", "--invalid-share", "0.5"]
+        as_json = subprocess.run(
+            [sys.executable, "-m", "inferlog", "simulate", *options],
+            env={**env, "API_URL": api},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        summary = json.loads(as_json.stdout.strip().splitlines()[-1])
+        assert summary["sent"] == 10
+        assert sum(summary["statuses"].values()) == 10
         assert set(summary["statuses"]) <= {"200", "422"} and summary["statuses"]["422"] > 0
-        wait_until(lambda: len(indexed_ids(indices)) >= 5 + 30, 60, process)
+        assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
+        wait_until(lambda: len(indexed_ids(indices)) >= 5 + 30 + 10, 60, process)
         stats = httpx.get(f"{api}/logs/stats")
         assert stats.status_code == 200, stats.text
         memory = stats.json()["stream"]["redis_memory"]
