@@ -139,7 +139,9 @@ def run(settings: Settings) -> int:
     pipeline = make_pipeline(settings)
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("%s: finishing the current batch", signal.Signals(signum).name)
+        # Ctrl-C under `make run` reaches this process twice (terminal and supervisor).
+        if not pipeline.stopping:
+            log.info("%s: finishing the current batch", signal.Signals(signum).name)
         pipeline.stop()
 
     signal.signal(signal.SIGTERM, on_signal)

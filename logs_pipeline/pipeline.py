@@ -290,6 +290,9 @@ class Pipeline:
                     now = time.monotonic()
                     rate = (self.counters.entries - last_entries) / (now - last_time)
                     self.trim()
+                    if self.counters.entries == last_entries:  # idle: nothing new to say
+                        next_report = now + progress_every
+                        continue
                     log.info(
                         "%.1f records/s, lag %s, %d dead letters, %s",
                         rate,

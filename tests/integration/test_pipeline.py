@@ -547,6 +547,18 @@ class Running:
         assert not self.thread.is_alive()
 
 
+def test_an_idle_pipeline_says_nothing_and_a_busy_one_reports_its_progress(
+    settings: Settings, predictor: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup_templates(settings)
+    caplog.set_level(logging.INFO, logger="logs_pipeline")
+    with Running(settings):  # reports every 0.5 s
+        time.sleep(2)  # idle for four report periods
+        assert "records/s" not in caplog.text
+        produce(settings, predictor, rounds=1)
+        wait_until(lambda: "records/s" in caplog.text, 20)
+
+
 def sink_problem(redis_server: RedisServer, settings: Settings) -> str | None:
     key = sink_problem_key(settings.redis_stream, settings.redis_group)
     problem: str | None = redis_server.client().get(key)
