@@ -76,9 +76,10 @@ def parse(entry: Entry) -> Parsed:
     except ValidationError:
         pass
     else:
-        ours = record.schema_ == SCHEMA or schema_major(record.schema_) == SCHEMA_MAJOR
         # A record without its schema is no record (as below), though the model has a default.
-        ours = ours and '"schema":' in raw
+        ours = '"schema":' in raw and (
+            record.schema_ == SCHEMA or schema_major(record.schema_) == SCHEMA_MAJOR
+        )
         if ours and not any(part in raw for part in _NOT_AS_IT_IS):
             return Parsed(record, raw)
     # Anything else takes this path, which says why it is not a record, or writes it again.

@@ -288,18 +288,15 @@ class Pipeline:
                     backoff = 0.0
                 if time.monotonic() >= next_report:
                     now = time.monotonic()
-                    rate = (self.counters.entries - last_entries) / (now - last_time)
                     self.trim()
-                    if self.counters.entries == last_entries:  # idle: nothing new to say
-                        next_report = now + progress_every
-                        continue
-                    log.info(
-                        "%.1f records/s, lag %s, %d dead letters, %s",
-                        rate,
-                        self.lag(),
-                        self.counters.dead_letters,
-                        dict(self.counters.documents),
-                    )
+                    if self.counters.entries != last_entries:  # idle: nothing new to say
+                        log.info(
+                            "%.1f records/s, lag %s, %d dead letters, %s",
+                            (self.counters.entries - last_entries) / (now - last_time),
+                            self.lag(),
+                            self.counters.dead_letters,
+                            dict(self.counters.documents),
+                        )
                     last_entries, last_time = self.counters.entries, now
                     next_report = now + progress_every
             except (redis.ConnectionError, redis.TimeoutError) as exc:
