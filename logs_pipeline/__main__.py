@@ -7,7 +7,7 @@
 - setup   the retention policy, index templates and first indices; with KIBANA_URL, the
           Kibana saved objects; with KIBANA_SYSTEM_PASSWORD, the kibana_system user's password
 - status  stream length, pending, lag, consumers, dead letters, documents per index
-- drift-report [--since ISO] [--until ISO] [--out FILE]
+- drift-report [--since TIME] [--until TIME] [--out FILE]
           drift of the ml-api-message cases over a period, as an HTML report with a plot
           per feature
 """
@@ -28,6 +28,7 @@ import redis
 from tqdm import tqdm
 
 from inferlog.config import Settings, get_settings
+from inferlog.moments import parse_moment
 from logs_pipeline.collector import Collector, consumer_name
 from logs_pipeline.filter import RecordFilter
 from logs_pipeline.indexer import Indexer, IndexNames
@@ -61,6 +62,7 @@ def names(settings: Settings) -> IndexNames:
 
 REDIS_GRACE_SECONDS = 5.0
 REPLAY_BACKOFF_SECONDS = (1, 2, 4, 8, 16)
+DRIFT_REPORT = Path("data/reports/drift-report.html")  # under data/: kept out of git
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -315,6 +317,7 @@ def drift(settings: Settings, args: argparse.Namespace) -> int:
     reference = load_artifacts(settings.model_dir).reference
     report = drift_report.build(reference, documents, settings.drift_min_cases)
     period = f"from {since or 'the first case'} to {until or 'the last case'}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(drift_report.render(report, period, source))
     verdict = report.get("drifted_features", report.get("message"))
     log.info("drift report of %d cases written to %s: %s", report["cases"], args.out, verdict)
@@ -322,25 +325,51 @@ def drift(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _moment(text: str) -> dt.datetime:
-    moment = dt.datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-COMMANDS = {"run": run, "once": once, "replay": replay, "setup": setup, "status": status}
+COMMANDS = {  # name: (command, help)
+    "run": (run, "consume continuously, one consumer of the group"),
+    "once": (once, "drain what the stream holds now, then exit"),
+    "replay": (replay, "load the NDJSON files of data/indices/ into Elasticsearch"),
+    "setup": (setup, "retention policy, index templates, first indices, Kibana objects"),
+    "status": (status, "stream, pending, lag, consumers, dead letters, documents per index"),
+}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m logs_pipeline",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=[*COMMANDS, "drift-report"])
-    parser.add_argument("--since", type=_moment, help="drift-report: ISO 8601 start (UTC)")
-    parser.add_argument("--until", type=_moment, help="drift-report: ISO 8601 end (UTC)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("drift-report.html"), help="drift-report: HTML file"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (_, summary) in COMMANDS.items():
+        commands.add_parser(name, help=summary)
+    report = commands.add_parser(
+        "drift-report", help="drift of the ml-api-message cases over a period, as HTML"
     )
+    report.add_argument(
+        "--since", type=_moment, metavar="TIME", help="start, ISO 8601 (UTC unless zoned)"
+    )
+    report.add_argument(
+        "--until", type=_moment, metavar="TIME", help="end, ISO 8601 (UTC unless zoned)"
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=DRIFT_REPORT,
+        metavar="FILE",
+        help=f"the HTML file (default {DRIFT_REPORT})",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(
@@ -352,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "drift-report":
             return drift(settings, args)
-        return COMMANDS[args.command](settings)
+        return COMMANDS[args.command][0](settings)
     except CliError as exc:
         log.error("%s", exc)
         return 2

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from inferlog.kibana_links import data_view_id
 from logs_pipeline.filter import PREDICTION_ROUTES
 from logs_pipeline.indexer import IndexNames
 
@@ -44,10 +45,6 @@ UNPROFILED = "ml.profile.profiled : false"
 
 def route_query(route: str) -> str:
     return f'url.path : "{route}"'
-
-
-def data_view_id(index: str) -> str:
-    return f"inferlog-{index}"
 
 
 def data_view(index: str) -> dict[str, Any]:

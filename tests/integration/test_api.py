@@ -317,6 +317,16 @@ def test_model_info_has_the_card_and_the_feature_schema(
     assert body["model_card"]["version"] == predictor.version
     assert [f["name"] for f in body["features"]] == list(FEATURE_NAMES)
     assert {"label", "unit", "group", "lower", "upper", "default"} <= set(body["features"][0])
+    # The training range is what flags a case: its edges are in range, just beyond them not.
+    radius = body["features"][0]
+    case = dataset.held_out_examples()["benign"]
+    for value, flagged in [
+        (radius["training_min"], False),
+        (radius["training_max"], False),
+        (radius["training_max"] * 1.01, True),
+    ]:
+        answer = client.post("/predict", json={**case, "radius_mean": value}).json()
+        assert ("radius_mean" in answer["out_of_range_features"]) is flagged, value
 
 
 def test_openapi_carries_a_real_example_case(client: TestClient) -> None:

@@ -204,13 +204,19 @@ def test_redis_down_spools_then_every_record_arrives_in_order_once(
             wait_until(lambda: not app.state.shipper.counters().redis_available, 10)
             predict(39, "during")
             counters = app.state.shipper.counters()
-            assert counters.spooled == 39  # written while Redis was known to be unreachable
+            assert counters.spooled == 40  # the one waiting when the outage was noticed, too
             assert counters.spool_pending == counters.backlog == 40
             assert counters.in_memory == counters.dropped == 0
             assert spool_lines(settings) == 50  # the 10 shipped ones wait for the segment's end
             ready = client.get("/ready").json()
             assert ready["status"] == "degraded"
             assert ready["telemetry"]["problem"].startswith("Redis unreachable")
+            stats = client.get("/logs/stats", headers={"X-API-Key": ADMIN_KEY})
+            assert stats.status_code == 200
+            assert stats.json()["redis_available"] is False
+            assert "Redis is unreachable" in stats.json()["problem"]
+            shipper = stats.json()["shipper"]
+            assert shipper["spooled"] == shipper["backlog"] == 41  # and the /ready record
             server.start()
             predict(10, "after")
             wait_shipped(app)
@@ -218,7 +224,7 @@ def test_redis_down_spools_then_every_record_arrives_in_order_once(
             assert client.get("/ready").json()["status"] == "ready"
         records = stream_records(server, settings.redis_stream)
         assert [request_id(r) for r in records if request_id(r)] == sent
-        assert len(records) == len(sent) + 2  # and the two /ready calls
+        assert len(records) == len(sent) + 3  # and the two /ready calls and the /logs/stats
     finally:
         server.stop()
 

@@ -15,13 +15,13 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from inferlog.kibana_links import data_view_id
 from inferlog.ml.predictor import Predictor
 from logs_pipeline.filter import PREDICTION_ROUTES, RecordFilter
 from logs_pipeline.indexer import Indexer, IndexNames
 from logs_pipeline.kibana import (
     DOCUMENTED_TYPES,
     SAVED_OBJECTS_FILE,
-    data_view_id,
     import_saved_objects,
     saved_objects,
     to_ndjson,

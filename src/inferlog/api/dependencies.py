@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -20,13 +19,6 @@ async def get_predictor(request: Request) -> Predictor:
 
 async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
-
-
-def as_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    """Query times are UTC unless they say otherwise."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
-    return moment
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

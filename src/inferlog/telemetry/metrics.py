@@ -19,7 +19,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 
 SHIPPER_METRICS: tuple[tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str], ...] = (
     (CounterMetricFamily, "shipped", "records added to the Redis Stream"),
-    (CounterMetricFamily, "spooled", "records written to the spool while Redis was unreachable"),
+    (CounterMetricFamily, "spooled", "records that waited in the spool for an unreachable Redis"),
     (CounterMetricFamily, "dropped", "records lost: the spool and the memory queue were full"),
     (CounterMetricFamily, "failed", "requests whose record could not be built"),
     (CounterMetricFamily, "corrupt", "spool lines that were not records (see corrupt.ndjson)"),

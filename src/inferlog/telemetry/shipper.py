@@ -272,6 +272,9 @@ class Shipper:
         counts = self._counts
         if counts.redis_available:
             log.warning("Redis unreachable (%s): records wait in the spool", exc)
+            # What was waiting for this pass now waits for the outage too.
+            counts.spooled += self._spool.pending
+            self._unsynced = True
         counts.redis_available = False
         self._resync = True
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)

@@ -60,9 +60,22 @@ def _answer_markdown(result: dict[str, Any]) -> str:
     )
 
 
+TOWARDS_MALIGNANT, TOWARDS_BENIGN = "towards malignant", "towards benign"
+DIRECTION_COLOURS = {TOWARDS_MALIGNANT: "#c0392b", TOWARDS_BENIGN: "#27ae60"}
+
+
 def _contributions(result: dict[str, Any]) -> pd.DataFrame:
+    """Signed log-odds contributions, each with the direction it pushes the answer."""
     return pd.DataFrame(
-        [{"feature": f["name"], "contribution": f["contribution"]} for f in result["top_features"]]
+        [
+            {
+                "feature": f["name"],
+                "contribution": f["contribution"],
+                "direction": TOWARDS_MALIGNANT if f["contribution"] > 0 else TOWARDS_BENIGN,
+            }
+            for f in result["top_features"]
+        ],
+        columns=["feature", "contribution", "direction"],
     )
 
 
@@ -262,7 +275,7 @@ def build_app(client: ApiClient) -> gr.Blocks:
                     x="feature",
                     y="contribution",
                     color="direction",
-                    color_map={"towards malignant": "#c0392b", "towards benign": "#27ae60"},
+                    color_map=DIRECTION_COLOURS,
                     title="Top contributing features (log-odds; positive = towards malignant)",
                     sort="-y",
                     elem_id="contributions",

@@ -11,9 +11,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from inferlog.api.dependencies import PredictorDep, SettingsDep, as_utc
+from inferlog.api.dependencies import PredictorDep, SettingsDep
 from inferlog.api.routes.logs import json_body, redis_errors
 from inferlog.api.security import ReadKey
+from inferlog.moments import as_utc
 
 router = APIRouter(tags=["drift"], dependencies=[ReadKey])
 

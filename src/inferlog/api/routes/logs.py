@@ -17,8 +17,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from inferlog.api.dependencies import as_utc
 from inferlog.api.security import AdminOnly, ReadKey
+from inferlog.moments import as_utc
 from inferlog.telemetry.live_log import LiveLog
 from inferlog.telemetry.record import STATUS_PATTERN
 from inferlog.telemetry.window_reader import LogFilter, ReaderError, WindowReader
@@ -85,17 +85,33 @@ async def recent_logs(
         return json_body(await _reader(request).logs(limit, keep))
 
 
-@reads.get("/logs/stats", summary="Statistics over the live window")
+@reads.get(
+    "/logs/stats",
+    summary="Statistics over the live window",
+    description="While Redis is unreachable the statistics (kept in Redis) are left out: "
+    "`redis_available` is false, `problem` says why, and the shipper's counters (this "
+    "process's) still show what waits in the spool.",
+)
 async def log_stats(request: Request) -> dict[str, Any]:
     live = _live_log(request)
-    with redis_errors():
+    shipper = request.app.state.shipper
+    counters = asdict(shipper.counters()) if shipper else None
+    try:
         statistics = await live.statistics()
         stream = await live.stream_info()
-    shipper = request.app.state.shipper
+    except (redis.RedisError, OSError) as exc:
+        return {
+            "window_seconds": live.window_seconds,
+            "redis_available": False,
+            "problem": f"Redis is unreachable ({type(exc).__name__}): no statistics until it is up",
+            "shipper": counters,
+            "stream": None,
+        }
     return {
         "window_seconds": live.window_seconds,
+        "redis_available": True,
         **statistics,
-        "shipper": asdict(shipper.counters()) if shipper else None,
+        "shipper": counters,
         "stream": stream,
     }
 

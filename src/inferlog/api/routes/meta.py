@@ -66,4 +66,9 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/model-info", summary="The model card and the feature schema")
 async def model_info(predictor: PredictorDep) -> dict[str, Any]:
-    return {"model_card": predictor.card, "features": [asdict(f) for f in FEATURES]}
+    stats = predictor.reference["features"]
+    features = [
+        {**asdict(f), "training_min": stats[f.name]["min"], "training_max": stats[f.name]["max"]}
+        for f in FEATURES
+    ]
+    return {"model_card": predictor.card, "features": features}
