@@ -167,6 +167,7 @@ def once(settings: Settings) -> int:
         while handled := pipeline.step(block=False):
             bar.update(handled)
     pipeline.trim()
+    pipeline.leave_group()
     print(
         json.dumps(
             {
@@ -292,7 +293,12 @@ def setup(settings: Settings) -> int:
 
 
 def status(settings: Settings) -> int:
-    report = stream_status(redis_client(settings), settings.redis_stream, settings.redis_group)
+    report = stream_status(
+        redis_client(settings),
+        settings.redis_stream,
+        settings.redis_group,
+        settings.pipeline_claim_idle_ms,
+    )
     report["sink"] = make_sink(settings).name
     report["documents"] = make_sink(settings).counts()
     print(json.dumps(report, indent=2))

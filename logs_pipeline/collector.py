@@ -184,3 +184,15 @@ class Collector:
     def ack(self, ids: list[str]) -> None:
         if ids:
             self.client.xack(self.stream, self.group, *ids)
+
+    def leave(self) -> int:
+        """Leave the group if this consumer holds no pending entry (deleting a consumer drops
+        its pending entries, so one that holds some stays for another to claim). Returns the
+        number of entries it still holds."""
+        summary = self.client.xpending(self.stream, self.group)
+        held = next(
+            (int(c["pending"]) for c in summary["consumers"] if c["name"] == self.consumer), 0
+        )
+        if held == 0:
+            self.client.xgroup_delconsumer(self.stream, self.group, self.consumer)
+        return held

@@ -311,7 +311,23 @@ class Pipeline:
                 # Redis restarted without its data: the group goes with the stream.
                 log.warning("consumer group gone (%s): creating it again", exc)
                 group_ready = False
+        self.leave_group()
         log.info("stopped: %s", self.counters)
+
+    def leave_group(self) -> None:
+        """A clean stop leaves the group, so `status` lists only running consumers; one that
+        still holds entries stays until another consumer claims them."""
+        try:
+            held = self.collector.leave()
+        except redis.RedisError as exc:
+            log.warning("could not leave the consumer group (%s): it stays listed", exc)
+            return
+        if held:
+            log.warning(
+                "%d entries not acknowledged: this consumer stays in the group until another "
+                "claims them",
+                held,
+            )
 
     def lag(self) -> int | None:
         collector = self.collector

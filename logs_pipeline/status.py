@@ -1,8 +1,10 @@
 """The state of the records stream and its consumer group, for `status` and the pipeline.
 
-Bounded Redis calls only (`XLEN`, `XINFO STREAM`, `XINFO GROUPS`, `XINFO CONSUMERS`, `XPENDING`
-summary, `GET` of the sink's problem, `INFO memory`): the compose healthcheck calls `status`
-every 30 s, and it must answer as fast with a million entries behind as with none.
+Consumers idle longer than the claim threshold are listed apart as stale: a pipeline that
+died (a clean stop leaves the group). Bounded Redis calls only (`XLEN`, `XINFO STREAM`,
+`XINFO GROUPS`, `XINFO CONSUMERS`, `XPENDING` summary, `GET` of the sink's problem, `INFO
+memory`): the compose healthcheck calls `status` every 30 s, and it must answer as fast with a
+million entries behind as with none.
 
 Entries trimmed before the group read them (the stream's `STREAM_MAX_LEN` cap at work) leave a
 gap between the group's last-delivered id and the stream's first entry. While there is one,
@@ -20,7 +22,7 @@ import redis
 
 from inferlog.telemetry.keys import sink_problem_key
 from inferlog.telemetry.redis_memory import memory_use
-from inferlog.telemetry.stream_group import entry_id, group_info
+from inferlog.telemetry.stream_group import entry_id, group_info, split_consumers
 
 
 def trimmed_before_delivery(stream_info: dict[str, Any], group: dict[str, Any]) -> int | None:
@@ -45,13 +47,21 @@ def redis_memory(client: redis.Redis) -> dict[str, Any] | None:
         return None
 
 
-def stream_status(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
-    report = _stream_and_group(client, stream, group)
+def stream_status(
+    client: redis.Redis, stream: str, group: str, stale_after_ms: int
+) -> dict[str, Any]:
+    report = _stream_and_group(client, stream, group, stale_after_ms)
     report["redis_memory"] = redis_memory(client)
     return report
 
 
-def _stream_and_group(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
+def _consumer(c: dict[str, Any]) -> dict[str, Any]:
+    return {"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]}
+
+
+def _stream_and_group(
+    client: redis.Redis, stream: str, group: str, stale_after_ms: int
+) -> dict[str, Any]:
     length = client.xlen(stream)
     report: dict[str, Any] = {
         "stream": stream,
@@ -61,16 +71,17 @@ def _stream_and_group(client: redis.Redis, stream: str, group: str) -> dict[str,
     }
     info = group_info(client, stream, group)
     if info is None:
-        report.update(pending=0, lag=length, consumers=[], trimmed_before_delivery=0)
+        report.update(
+            pending=0, lag=length, consumers=[], stale_consumers=[], trimmed_before_delivery=0
+        )
         return report
-    consumers = client.xinfo_consumers(stream, group)
+    running, stale = split_consumers(client.xinfo_consumers(stream, group), stale_after_ms)
     report.update(
         pending=client.xpending(stream, group)["pending"],
         lag=info.get("lag"),
         last_delivered_id=info["last-delivered-id"],
-        consumers=[
-            {"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]} for c in consumers
-        ],
+        consumers=[_consumer(c) for c in running],
+        stale_consumers=[_consumer(c) for c in stale],
         trimmed_before_delivery=trimmed_before_delivery(client.xinfo_stream(stream), info),
     )
     return report

@@ -339,13 +339,17 @@ def test_two_consumers_share_the_stream_without_loss_or_duplicates(
     try:
         expected = produce(settings, predictor, rounds=6)
         wait_until(lambda: counts(settings) == expected and pending(redis_server, settings) == 0)
+        running = stream_status(
+            redis_server.client(), settings.redis_stream, settings.redis_group, 60_000
+        )
+        assert len(running["consumers"]) == 2 and running["stale_consumers"] == []
     finally:
         outputs = []
         for run in runs:
             run.send_signal(signal.SIGTERM)
             outputs.append(run.communicate(timeout=30)[0])
-    consumers = redis_server.client().xinfo_consumers(settings.redis_stream, settings.redis_group)
-    assert len(consumers) == 2
+    # A clean stop with nothing pending leaves the group: status lists no ghost consumer.
+    assert redis_server.client().xinfo_consumers(settings.redis_stream, settings.redis_group) == []
     handled = [int(out.split("PipelineCounters(entries=")[1].split(",")[0]) for out in outputs]
     assert sum(handled) == expected.logs
     assert all(n > 0 for n in handled), handled
@@ -462,7 +466,7 @@ def test_status_of_200000_undelivered_entries_sends_only_bounded_commands(
                 pipe.xadd(stream, {"record": "{}"})
             pipe.execute()
     r.config_resetstat()
-    report = stream_status(r, stream, settings.redis_group)
+    report = stream_status(r, stream, settings.redis_group, settings.pipeline_claim_idle_ms)
     commands = {
         name.removeprefix("cmdstat_"): stat["calls"]
         for name, stat in r.info("commandstats").items()
@@ -473,6 +477,27 @@ def test_status_of_200000_undelivered_entries_sends_only_bounded_commands(
     assert sum(commands.values()) <= len(BOUNDED_COMMANDS)
     assert report["length"] == 200_000 and report["lag"] == 200_000
     assert report["pending"] == 0 and report["trimmed_before_delivery"] == 0
+
+
+def test_a_consumer_leaves_the_group_only_once_it_holds_no_entry_and_idle_ones_show_as_stale(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    collector = make_pipeline(settings.model_copy(update={"pipeline_batch_size": 3})).collector
+    collector.ensure_group()
+    for _ in range(3):
+        r.xadd(settings.redis_stream, {"record": "{}"})
+    entries = collector.read(block=False)
+    assert collector.leave() == 3  # deleting it now would drop its three pending entries
+    time.sleep(0.2)
+    report = stream_status(r, settings.redis_stream, settings.redis_group, stale_after_ms=100)
+    assert report["consumers"] == []
+    assert [(c["name"], c["pending"]) for c in report["stale_consumers"]] == [
+        (collector.consumer, 3)
+    ]
+    collector.ack([e.id for e in entries])
+    assert collector.leave() == 0
+    assert r.xinfo_consumers(settings.redis_stream, settings.redis_group) == []
 
 
 def test_status_tells_entries_trimmed_before_delivery_from_acknowledged_ones_trimmed(
@@ -491,7 +516,7 @@ def test_status_tells_entries_trimmed_before_delivery_from_acknowledged_ones_tri
             r.xadd(local.redis_stream, {"record": "{}"})
         collector.ack([e.id for e in collector.read(block=False)])
         r.xtrim(local.redis_stream, maxlen=2, approximate=False)
-        report = stream_status(r, local.redis_stream, local.redis_group)
+        report = stream_status(r, local.redis_stream, local.redis_group, 60_000)
         assert report["trimmed_before_delivery"] == lost, name
 
 

@@ -609,7 +609,7 @@ def test_statistics_reread_a_late_record_in_a_closed_minute_within_a_dozen_calls
     r.hset(stats_key(stream, old), mapping={"requests": 1, "route|POST /predict": 1})
 
     async def calls() -> list[int]:
-        live = LiveLog(connect(redis_server.url), stream, "g", 3600)
+        live = LiveLog(connect(redis_server.url), stream, "g", 3600, 60_000)
         seen = [(await live.statistics(now))["predictions"]]
         # A spool taken over ships a record of that minute, half an hour late.
         r.hincrby(stats_key(stream, old), "route|POST /predict", 1)

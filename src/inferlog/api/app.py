@@ -130,7 +130,11 @@ def create_app(
         # The Redis client belongs to the running loop: created here, closed here.
         client = connect(settings.redis_url.get_secret_value())
         app.state.live_log = LiveLog(
-            client, settings.redis_stream, settings.redis_group, settings.live_window_seconds
+            client,
+            settings.redis_stream,
+            settings.redis_group,
+            settings.live_window_seconds,
+            settings.pipeline_claim_idle_ms,
         )
         app.state.window_reader = WindowReader(
             window_of(settings), model.reference, settings.log_level

@@ -23,6 +23,7 @@ from inferlog.telemetry import stats
 from inferlog.telemetry.keys import sink_problem_key, transaction_key
 from inferlog.telemetry.record import RECORD_FIELD
 from inferlog.telemetry.redis_memory import memory_use
+from inferlog.telemetry.stream_group import split_consumers
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,18 @@ def connect(url: str) -> redis.asyncio.Redis:
 
 class LiveLog:
     def __init__(
-        self, client: redis.asyncio.Redis, stream: str, group: str, window_seconds: int
+        self,
+        client: redis.asyncio.Redis,
+        stream: str,
+        group: str,
+        window_seconds: int,
+        stale_consumer_ms: int,
     ) -> None:
         self.client = client
         self.stream = stream
         self.group = group
         self.window_seconds = window_seconds
+        self.stale_consumer_ms = stale_consumer_ms
         self._no_info = False
         self._minutes: dict[dt.datetime, tuple[float, stats.Minute]] = {}  # parsed, read when
 
@@ -113,10 +120,16 @@ class LiveLog:
             groups = []
         group = next((g for g in groups if g["name"] == self.group), None)
         if group is None:
-            info.update(consumers=0, pending=0, lag=length, last_delivered_id=None)
-        else:
             info.update(
-                consumers=group["consumers"],
+                consumers=0, stale_consumers=0, pending=0, lag=length, last_delivered_id=None
+            )
+        else:
+            running, stale = split_consumers(
+                await self.client.xinfo_consumers(self.stream, self.group), self.stale_consumer_ms
+            )
+            info.update(
+                consumers=len(running),
+                stale_consumers=len(stale),
                 pending=group["pending"],
                 lag=group.get("lag"),
                 last_delivered_id=group["last-delivered-id"],

@@ -21,3 +21,14 @@ def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] |
     except redis.ResponseError:  # no such stream yet
         return None
     return next((g for g in groups if g["name"] == group), None)
+
+
+def split_consumers(
+    consumers: list[dict[str, Any]], stale_after_ms: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`XINFO CONSUMERS` split into running consumers and stale ones: idle longer than
+    `stale_after_ms` (the pipeline's claim threshold), as a consumer that died is; a running
+    one reads at least once per block time."""
+    running = [c for c in consumers if c["idle"] <= stale_after_ms]
+    stale = [c for c in consumers if c["idle"] > stale_after_ms]
+    return running, stale
