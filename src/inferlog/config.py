@@ -158,7 +158,9 @@ class Settings(BaseSettings):
     )
 
     kibana_url: str | None = Field(
-        None, description="Kibana for `logs_pipeline setup` to import saved objects into"
+        None,
+        description="Kibana: `logs_pipeline setup` imports the saved objects there, and the UI "
+        "links a request to Discover there (so for the UI: the address a browser opens)",
     )
     kibana_system_password: SecretStr | None = Field(
         None, description="when set, `setup` gives the kibana_system user this password"

@@ -21,6 +21,7 @@ from tests.servers import RedisServer, answers, free_port, require_binary, wait_
 # sends its read key, and tests calling the API directly send it too.
 ADMIN_KEY, READ_KEY = "e2e-admin-key", "e2e-read-key"
 KEYED = {"X-API-Key": READ_KEY}
+KIBANA_URL = "http://kibana.test:5601"  # only linked to, never opened
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -96,6 +97,7 @@ def ui(api: Process) -> Iterator[Process]:
         "API_URL": api.url,
         "UI_API_KEY": READ_KEY,
         "UI_PORT": str(port),
+        "KIBANA_URL": KIBANA_URL,
         "GRADIO_ANALYTICS_ENABLED": "False",
         "LOG_LEVEL": "WARNING",
     }

@@ -13,7 +13,8 @@ from playwright.sync_api import Page, expect
 
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml import dataset
-from tests.e2e.conftest import KEYED, Process
+from tests.e2e.conftest import KEYED, KIBANA_URL, Process
+from tests.servers import wait_until
 
 
 def open_tab(page: Page, name: str) -> None:
@@ -37,22 +38,75 @@ def cases_csv(n: int) -> str:
     return buffer.getvalue()
 
 
-def test_a_malignant_case_is_predicted_and_its_transaction_is_logged(
+def test_predict_right_after_loading_the_malignant_case_shows_the_label_the_api_gives(
     page: Page, api: Process, screenshots: Path
 ) -> None:
+    case = httpx.get(
+        f"{api.url}/examples", headers=KEYED, params={"label": "malignant", "n": 1}
+    ).json()[0]
+    expected = httpx.post(f"{api.url}/predict", headers=KEYED, json=case).json()["label"]
+    assert expected == "malignant"
+    # Predict at once, without waiting for the loaded values to reach the form.
     page.get_by_role("button", name="Load a malignant case").click()
-    expect(page.locator("#field-radius_mean input")).to_have_value("20.94")
     page.locator("#predict-button").click()
-    answer = page.locator("#answer")
-    expect(answer).to_contain_text("MALIGNANT")
+    expect(page.locator("#answer-label")).to_have_text(expected.upper())
+    expect(page.locator("#field-radius_mean input")).to_have_value(str(case["radius_mean"]))
     transaction_id = page.locator("#transaction-id").inner_text()
-    assert re.fullmatch(r"[0-9a-f-]{36}", transaction_id)
     expect(page.locator("#probability")).to_contain_text("threshold")
     page.screenshot(path=screenshots / "predict.png", full_page=True)
     record = wait_for_record(api, transaction_id)
     assert record.status_code == 200
-    assert record.json()["ml"]["prediction"]["label"] == "malignant"
-    assert record.json()["user_agent"]["original"].startswith("python-httpx")
+    assert record.json()["ml"]["input"] == case  # the values on screen were the ones sent
+    assert record.json()["ml"]["prediction"]["label"] == expected
+
+
+def bars(page: Page) -> list[dict[str, str]]:
+    """The contribution chart's drawn bars (zero-height anchors left out), left to right."""
+    drawn: list[dict[str, str]] = page.eval_on_selector_all(
+        "#contributions .mark-rect.role-mark path",
+        """paths => paths
+            .map(p => ({box: p.getBBox(), label: p.getAttribute('aria-label') || '',
+                        fill: p.getAttribute('fill')}))
+            .filter(b => b.box.height > 0.5)
+            .sort((a, b) => a.box.x - b.box.x)
+            .map(b => ({label: b.label, fill: b.fill}))""",
+    )
+    return drawn
+
+
+def test_the_contribution_chart_colours_each_direction_and_its_legend_names_both(
+    page: Page, api: Process, screenshots: Path
+) -> None:
+    for label in ("benign", "malignant"):  # each answer redraws the chart
+        case = httpx.get(
+            f"{api.url}/examples", headers=KEYED, params={"label": label, "n": 1}
+        ).json()[0]
+        answer = httpx.post(f"{api.url}/predict", headers=KEYED, json=case).json()
+        page.get_by_role("button", name=f"Load a {label} case").click()
+        page.locator("#predict-button").click()
+        expect(page.locator("#answer-label")).to_have_text(label.upper())
+        chart = page.locator("#contributions")
+        expect(chart.locator(".role-legend-label text")).to_have_count(2)
+        legend = chart.locator(".role-legend-label text").all_text_contents()
+        assert sorted(legend) == ["towards benign", "towards malignant"]
+        swatches = chart.locator(".role-legend-symbol path").evaluate_all(
+            "paths => paths.map(p => p.getAttribute('fill'))"
+        )
+        assert dict(zip(legend, swatches, strict=True)) == {
+            "towards malignant": "#c0392b",
+            "towards benign": "#27ae60",
+        }
+        for feature in answer["top_features"]:  # this answer's bars are drawn
+            expect(chart.locator(f'path[aria-label*="{feature["name"]}"]').first).to_be_attached()
+        drawn = bars(page)
+        assert len(drawn) == len(answer["top_features"]), drawn
+        for bar, feature in zip(drawn, answer["top_features"], strict=True):
+            assert feature["name"] in bar["label"]
+            towards = "towards malignant" if feature["contribution"] > 0 else "towards benign"
+            assert towards in bar["label"], (bar, feature)
+            assert bar["fill"] == ("#c0392b" if feature["contribution"] > 0 else "#27ae60")
+        assert "undefined" not in " ".join(legend + [b["label"] for b in drawn])
+    page.screenshot(path=screenshots / "predict-contributions.png", full_page=True)
 
 
 def test_a_value_outside_the_bounds_is_refused_before_any_request(page: Page, api: Process) -> None:
@@ -137,38 +191,108 @@ def test_the_monitoring_request_count_grows_after_predictions(
     page.screenshot(path=screenshots / "monitoring.png", full_page=True)
 
 
-def test_the_logs_and_model_tabs_show_records_and_the_card(
+def test_the_logs_tab_shows_the_latest_records_when_opened_and_the_model_tab_its_card(
     page: Page, api: Process, screenshots: Path
 ) -> None:
     response = httpx.post(f"{api.url}/predict", headers=KEYED, json=dataset.held_out_cases()[5])
     transaction_id = response.json()["transaction_id"]
     wait_for_record(api, transaction_id)
-    open_tab(page, "Logs")
-    page.locator("#logs-tid input, #logs-tid textarea").first.fill(transaction_id)
-    page.locator("#logs-refresh").click()
+    open_tab(page, "Logs")  # nothing else clicked
     expect(page.locator("#logs-table")).to_contain_text(transaction_id)
-    page.screenshot(path=screenshots / "logs.png", full_page=True)
+    page.locator("#logs-tid input, #logs-tid textarea").first.fill("no-such-transaction")
+    page.locator("#logs-refresh").click()
+    expect(page.locator("#logs-error")).to_contain_text("No request matches these filters")
     open_tab(page, "Model")
     expect(page.locator("#model-card")).to_contain_text("Held-out metrics")
     expect(page.locator("#model-card")).to_contain_text("Confusion matrix")
     page.screenshot(path=screenshots / "model.png", full_page=True)
 
 
-def test_with_the_api_stopped_predicting_shows_a_message_then_recovers(
-    page: Page, api: Process
+def test_selecting_a_logs_row_explains_that_request_as_get_logs_id_records_it(
+    page: Page, api: Process, screenshots: Path
+) -> None:
+    case = dataset.held_out_cases()[7]
+    transaction_id = httpx.post(f"{api.url}/predict", headers=KEYED, json=case).json()[
+        "transaction_id"
+    ]
+    record = wait_for_record(api, transaction_id).json()
+    open_tab(page, "Logs")
+    page.locator(f'#logs-table [role=gridcell][data-col="1"]:has-text("{transaction_id}")').click()
+    expect(page.locator("#request-tid")).to_have_text(transaction_id)
+    summary = page.locator("#request-summary")
+    expect(summary).to_contain_text("POST /predict")
+    label = record["ml"]["prediction"]["label"]
+    expect(page.locator("#request-label")).to_contain_text(label)
+    profile = record["ml"]["profile"]
+    expect(summary).to_contain_text(f"CPU {profile['cpu_ms']:.2f} ms")
+    expect(summary).to_contain_text(f"RSS {profile['rss_mb']:.1f} MB")
+    rows = page.locator("#profile-chart [data-function]")
+    expect(rows).to_have_count(len(profile["top_functions"]))
+    shown = rows.evaluate_all(
+        "rows => rows.map(r => [r.dataset.function, Number(r.dataset.selfMs),"
+        " Number(r.dataset.cumulativeMs)])"
+    )
+    assert shown == [
+        [f["function"], round(f["tottime_ms"], 3), round(f["cumtime_ms"], 3)]
+        for f in profile["top_functions"]
+    ]
+    visible = rows.first.locator("em").all_inner_texts()  # the numbers a person reads
+    first = profile["top_functions"][0]
+    assert visible == [f"{first['tottime_ms']:.3f} ms", f"{first['cumtime_ms']:.3f} ms"]
+    table = page.locator("#profile-table")
+    for function in profile["top_functions"]:
+        expect(table).to_contain_text(function["function"])
+    expect(page.locator("#request-inputs")).to_contain_text("radius_mean")
+    link = page.locator("#kibana-link")
+    href = link.get_attribute("href") or ""
+    assert href.startswith(f"{KIBANA_URL}/app/discover#/")
+    assert transaction_id in href and "inferlog-ml-api-logs" in href
+    page.screenshot(path=screenshots / "logs-request.png", full_page=True)
+
+
+def test_the_predict_answer_links_to_its_own_request_in_the_logs_tab(page: Page) -> None:
+    page.get_by_role("button", name="Load a benign case").click()
+    page.locator("#predict-button").click()
+    expect(page.locator("#answer-label")).to_have_text("BENIGN")
+    transaction_id = page.locator("#transaction-id").inner_text()
+    page.locator("#show-request").click()
+    expect(page.get_by_role("tab", name="Logs")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#request-tid")).to_have_text(transaction_id)
+    expect(page.locator("#profile-chart [data-function]").first).to_be_visible()
+
+
+TAB_ERRORS = {
+    "Monitoring": "#monitoring-error",
+    "Logs": "#logs-error",
+    "Drift": "#drift-error",
+    "Model": "#model-error",
+}
+
+
+def test_with_the_api_stopped_every_tab_says_so_then_recovers(
+    page: Page, api: Process, screenshots: Path
 ) -> None:
     api.stop()
     try:
         page.locator("#predict-button").click()
         expect(page.locator("#predict-error")).to_contain_text("not reachable")
+        for tab, error in TAB_ERRORS.items():
+            open_tab(page, tab)
+            expect(page.locator(error)).to_contain_text("not reachable")
+        page.screenshot(path=screenshots / "api-down.png", full_page=True)
     finally:
         api.start()
+    for tab, error in TAB_ERRORS.items():  # opening a tab again asks again
+        open_tab(page, tab)
+        expect(page.locator(error)).not_to_contain_text("not reachable")
+    expect(page.locator("#model-card")).to_contain_text("Held-out metrics")
+    open_tab(page, "Predict")
     page.locator("#predict-button").click()
     expect(page.locator("#predict-error")).to_be_empty()
     expect(page.locator("#answer")).to_contain_text("Transaction id")
 
 
-def test_the_drift_tab_highlights_the_drifted_feature_and_plots_it(
+def test_the_drift_tab_shows_the_drifted_feature_when_opened_and_plots_it(
     page: Page, api: Process, screenshots: Path
 ) -> None:
     from inferlog.simulate import Traffic
@@ -177,9 +301,8 @@ def test_the_drift_tab_highlights_the_drifted_feature_and_plots_it(
     for _ in range(4):
         batch = [traffic.case() for _ in range(60)]
         assert httpx.post(f"{api.url}/predict/batch", headers=KEYED, json=batch).status_code == 200
-    time.sleep(1.0)  # the shipper's flush interval
-    open_tab(page, "Drift")
-    page.locator("#drift-refresh").click()
+    wait_until(lambda: httpx.get(f"{api.url}/drift", headers=KEYED).json()["cases"] >= 240, 30)
+    open_tab(page, "Drift")  # nothing else clicked
     table = page.locator("#drift-table")
     # The API may have just restarted (the test before): its reader process, which computes
     # /drift, takes seconds to import scipy and scikit-learn here.

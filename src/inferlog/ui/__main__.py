@@ -21,11 +21,13 @@ def main() -> int:
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per UI request otherwise
-    from inferlog.ui.app import CSS, build_app
+    from inferlog.ui.app import build_app
     from inferlog.ui.client import ApiClient
+    from inferlog.ui.common import CSS
 
     key = settings.ui_api_key.get_secret_value() if settings.ui_api_key else None
-    app = build_app(ApiClient(settings.api_url, api_key=key))
+    client = ApiClient(settings.api_url, api_key=key)
+    app = build_app(client, settings.kibana_url, settings.index_logs)
     log.info("UI on http://%s:%d (API at %s)", settings.ui_host, settings.ui_port, settings.api_url)
     app.launch(
         server_name=settings.ui_host,

@@ -11,9 +11,12 @@ import httpx
 class ApiError(RuntimeError):
     """The API answered with an error (the message is the API's own), or did not answer."""
 
-    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, message: str, errors: list[dict[str, Any]] | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.errors = errors or []
+        self.status = status  # None: no answer at all
 
 
 class ApiClient:
@@ -37,7 +40,9 @@ class ApiClient:
                 errors = body.get("errors") or []
             except ValueError:
                 message, errors = response.text[:200], []
-            raise ApiError(f"The API answered {response.status_code}: {message}", errors)
+            raise ApiError(
+                f"The API answered {response.status_code}: {message}", errors, response.status_code
+            )
         return response
 
     def predict(self, case: dict[str, float]) -> dict[str, Any]:
@@ -58,9 +63,10 @@ class ApiClient:
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/logs/stats").json()
 
-    def logs(self, **filters: Any) -> list[dict[str, Any]]:
+    def logs(self, **filters: Any) -> dict[str, Any]:
+        """`GET /logs`: the records (newest first) and the window they come from."""
         params = {k: v for k, v in filters.items() if v not in (None, "")}
-        return self._call("GET", "/logs", params=params).json()["records"]
+        return self._call("GET", "/logs", params=params).json()
 
     def log(self, transaction_id: str) -> dict[str, Any]:
         return self._call("GET", f"/logs/{transaction_id}").json()

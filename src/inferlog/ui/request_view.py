@@ -129,8 +129,9 @@ def profile_chart(record: dict[str, Any]) -> str:
             for kind, value in (("self", f["tottime_ms"]), ("cumulative", f["cumtime_ms"]))
         )
         rows.append(
-            f"<div class='inferlog-profile-row'><code>{html.escape(f['function'])}</code>"
-            f"<div>{bars}</div></div>"
+            f"<div class='inferlog-profile-row' data-function='{html.escape(f['function'])}' "
+            f"data-self-ms='{f['tottime_ms']:.3f}' data-cumulative-ms='{f['cumtime_ms']:.3f}'>"
+            f"<code>{html.escape(f['function'])}</code><div>{bars}</div></div>"
         )
     legend = (
         "<div class='inferlog-legend'><span class='self'></span> self time "
