@@ -9,11 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
-import pytest
 
 from inferlog.config import Settings
 from inferlog.ml.artifacts import ARTIFACT_FILE, CARD_FILE
@@ -46,50 +44,6 @@ def stop(process: subprocess.Popen[str]) -> str:
     process.terminate()
     out, _ = process.communicate(timeout=20)
     return out
-
-
-@pytest.fixture(scope="module")
-def live_api(model_dir: Path) -> Iterator[str]:
-    port = free_port()
-    process = start_api("api", model_dir, port)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: answers(f"{base}/ready"), 60, process)
-        yield base
-    finally:
-        stop(process)
-
-
-def readme_shell_blocks() -> list[str]:
-    return [b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if "curl" in b]
-
-
-@pytest.mark.parametrize("block", readme_shell_blocks(), ids=lambda b: b.split("\n")[0][:40])
-def test_readme_curl_examples_work_as_printed(live_api: str, block: str, tmp_path: Path) -> None:
-    script = block.replace("http://localhost:8000", live_api)
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    if '"radius_mean": -1' in block:
-        body = json.loads(out)
-        assert body["error"] == "validation_error"
-        assert {"field": "shoe_size", "reason": "unknown field", "index": None, "row": None} in (
-            body["errors"]
-        )
-    elif "text/csv" in block:
-        lines = out.strip().splitlines()
-        assert len(lines) == 6
-        assert lines[0].endswith("risk_level,out_of_range_features,top_features")
-    elif "/predict/batch" in block:
-        assert json.loads(out)["count"] == 5
-    else:
-        assert json.loads(out)["label"] == "malignant"
 
 
 def test_readme_figures_match_the_model_card(model_dir: Path) -> None:
