@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     )
 
     # The UI: its own process, a client of the API over HTTP.
-    api_url: str = Field("http://127.0.0.1:8000", description="the API, as the UI reaches it")
+    api_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="the API, as the UI and `simulate` reach it; unset: 127.0.0.1 on API_PORT",
+    )
     ui_host: str = Field("127.0.0.1", description="address the UI binds to")
     ui_port: int = Field(7860, ge=1, le=65535, description="port the UI listens on")
 
@@ -172,6 +175,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_url_follows_api_port(cls, data: Any) -> Any:
+        # `API_PORT=8100 make ui` (or `make simulate`) reaches the API started on that port.
+        if isinstance(data, dict) and not data.get("api_url") and data.get("api_port"):
+            data = {**data, "api_url": f"http://127.0.0.1:{data['api_port']}"}
+        return data
 
     @model_validator(mode="after")
     def _keys_if_required(self) -> Settings:

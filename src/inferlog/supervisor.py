@@ -234,6 +234,7 @@ class Supervisor:
             self._wait(self._http_ready(ready_url), name, 120)
 
     def run(self) -> int:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per readiness poll else
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         s = self.settings
@@ -317,7 +318,8 @@ class Supervisor:
         return True
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
+        if not self.stopping.is_set():  # a second Ctrl-C while stopping says nothing new
+            log.info("%s: stopping", signal.Signals(signum).name)
         self.stopping.set()
 
     def stop_all(self) -> None:
