@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from inferlog.config import Settings, get_settings
-from inferlog.ml.artifacts import CARD_FILE, ModelLoadError, load_artifacts
+
+# The model's modules (numpy, joblib, scikit-learn) are imported only by the commands that use
+# them, so `simulate` and `--help` start in well under a second.
 
 log = logging.getLogger("inferlog")
 
@@ -52,6 +54,7 @@ def port_taken(host: str, port: int, variable: str) -> bool:
 
 
 def train(model_dir: Path) -> int:
+    from inferlog.ml.artifacts import CARD_FILE
     from inferlog.ml.train import train as run_training
 
     run_training(model_dir)
@@ -62,6 +65,7 @@ def train(model_dir: Path) -> int:
 def serve_api(settings: Settings) -> int:
     import uvicorn
 
+    from inferlog.ml.artifacts import ModelLoadError, load_artifacts
     from inferlog.ml.predictor import Predictor
 
     if port_taken(settings.api_host, settings.api_port, "API_PORT"):
@@ -92,6 +96,7 @@ def serve_api(settings: Settings) -> int:
 
 
 def run(settings: Settings) -> int:
+    from inferlog.ml.artifacts import CARD_FILE
     from inferlog.supervisor import Supervisor
 
     if not (settings.model_dir / CARD_FILE).exists():

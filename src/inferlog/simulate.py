@@ -1,7 +1,9 @@
 """`python -m inferlog simulate`: realistic traffic for the dashboards and the benchmarks.
 
 Cases are real held-out cases with small Gaussian noise (a share of each feature's training
-standard deviation), sent to `POST /predict` at a steady rate for a duration. Options:
+standard deviation), sent to `POST /predict` at a steady rate for a duration. The cases and
+the spreads come from the API itself (`GET /examples`, `GET /model-info`): this is a pure HTTP
+client, with no data set or model to load, so it starts at once. Options:
 - `--drift FEATURE=SHIFT` (repeatable) shifts a feature by SHIFT training standard deviations,
   to show data drift;
 - `--invalid-share` sends that share of requests with an impossible value (a 422 by design).
@@ -16,42 +18,68 @@ import argparse
 import json
 import logging
 import random
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import numpy as np
 from tqdm import tqdm
 
-from inferlog.features import FEATURES, FEATURES_BY_NAME
-from inferlog.ml import dataset
+log = logging.getLogger("inferlog.simulate")
 
 NOISE_SHARE = 0.05
+ALL_EXAMPLES = 1000  # /examples' largest page: every held-out case
+
+
+@dataclass(frozen=True)
+class FeatureRange:
+    name: str
+    lower: float  # the API's bounds: a case is kept inside them
+    upper: float
+    std: float  # the training standard deviation: the unit of noise and drift
 
 
 @dataclass
 class Traffic:
+    """Cases drawn from real held-out cases, with noise, drift and invalid ones as asked."""
+
+    cases: list[dict[str, float]]
+    features: list[FeatureRange]
     seed: int = 7
     drift: dict[str, float] = field(default_factory=dict)
     invalid_share: float = 0.0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        self.cases = dataset.held_out_cases()
-        train = dataset.split().x_train
-        self.std = {f.name: float(train[:, i].std()) for i, f in enumerate(FEATURES)}
+        unknown = sorted(set(self.drift) - {f.name for f in self.features})
+        if unknown:
+            raise ValueError(f"unknown feature(s) in --drift: {', '.join(unknown)}")
+
+    @classmethod
+    def from_api(cls, client: httpx.Client, **options: Any) -> Traffic:
+        """The API's own held-out cases and feature spec (`/examples`, `/model-info`): no
+        data set or model needed here."""
+        info = client.get("/model-info")
+        info.raise_for_status()
+        features = [
+            FeatureRange(f["name"], f["lower"], f["upper"], f["training_std"])
+            for f in info.json()["features"]
+        ]
+        examples = client.get("/examples", params={"n": ALL_EXAMPLES})
+        examples.raise_for_status()
+        return cls(examples.json(), features, **options)
 
     def case(self) -> dict[str, float]:
         base = self.rng.choice(self.cases)
         case = {}
-        for spec in FEATURES:
-            value = base[spec.name] + self.rng.gauss(0.0, NOISE_SHARE * self.std[spec.name])
-            value += self.drift.get(spec.name, 0.0) * self.std[spec.name]
-            case[spec.name] = min(max(value, spec.lower), spec.upper)
+        for f in self.features:
+            value = base[f.name] + self.rng.gauss(0.0, NOISE_SHARE * f.std)
+            value += self.drift.get(f.name, 0.0) * f.std
+            case[f.name] = min(max(value, f.lower), f.upper)
         if self.rng.random() < self.invalid_share:
-            case[self.rng.choice(FEATURES).name] = -1.0  # impossible: sizes are never negative
+            case[self.rng.choice(self.features).name] = -1.0  # impossible: sizes are never negative
         return case
 
 
@@ -59,9 +87,12 @@ def parse_drift(items: list[str]) -> dict[str, float]:
     drift = {}
     for item in items:
         name, _, shift = item.partition("=")
-        if name not in FEATURES_BY_NAME:
-            raise argparse.ArgumentTypeError(f"unknown feature {name!r} in --drift")
-        drift[name] = float(shift or 1.0)
+        try:
+            drift[name] = float(shift or 1.0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--drift {item}: expected FEATURE=SHIFT, SHIFT a number of standard deviations"
+            ) from None
     return drift
 
 
@@ -88,7 +119,7 @@ def simulate(api_url: str, rate: float, duration: float, traffic: Traffic) -> di
             bar.set_postfix_str(_counts(statuses), refresh=False)
             bar.update()
     seconds = time.monotonic() - start
-    p50, p95 = np.percentile(latencies_ms, [50, 95]) if latencies_ms else (None, None)
+    p50, p95 = _percentiles(latencies_ms)
     return {
         "url": f"{api_url.rstrip('/')}/predict",
         "sent": total,
@@ -97,6 +128,14 @@ def simulate(api_url: str, rate: float, duration: float, traffic: Traffic) -> di
         "rate": round(total / seconds, 1),
         "latency_ms": {"p50": p50, "p95": p95} if p50 is not None else None,
     }
+
+
+def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
+    """p50 and p95, interpolated as numpy's default does."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (None, None)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[94]
 
 
 def _counts(statuses: Counter[str]) -> str:
@@ -148,7 +187,16 @@ def main(argv: list[str] | None = None, api_url: str = "http://127.0.0.1:8000") 
         parser.error(str(exc))
     if not args.verbose:  # httpx logs each request at INFO: hundreds of lines a run
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    traffic = Traffic(seed=args.seed, drift=drift, invalid_share=args.invalid_share)
+    try:
+        with httpx.Client(base_url=args.api_url, timeout=10) as client:
+            traffic = Traffic.from_api(
+                client, seed=args.seed, drift=drift, invalid_share=args.invalid_share
+            )
+    except httpx.HTTPError as exc:
+        log.error("the API at %s did not give its cases (%s)", args.api_url, exc)
+        return 1
+    except ValueError as exc:
+        parser.error(str(exc))
     summary = simulate(args.api_url, args.rate, args.duration, traffic)
     print(json.dumps(summary) if args.json else summary_text(summary))
     return 0 if "unreachable" not in summary["statuses"] else 1

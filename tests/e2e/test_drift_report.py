@@ -11,10 +11,10 @@ from playwright.sync_api import Browser
 from inferlog.api.app import create_app
 from inferlog.config import Settings
 from inferlog.ml.predictor import Predictor
-from inferlog.simulate import Traffic
 from logs_pipeline.__main__ import main as pipeline_cli
 from logs_pipeline.__main__ import make_pipeline
 from tests.servers import RedisServer
+from tests.traffic import offline_traffic
 
 
 def test_the_report_shows_a_plot_per_feature_and_names_the_drifted_ones(
@@ -32,7 +32,7 @@ def test_the_report_shows_a_plot_per_feature_and_names_the_drifted_ones(
         redis_url=redis_server.url,
         redis_stream=f"drift:{time.monotonic_ns()}",
     )
-    traffic = Traffic(seed=11, drift={"smoothness_mean": 2.0, "area_worst": -1.5})
+    traffic = offline_traffic(seed=11, drift={"smoothness_mean": 2.0, "area_worst": -1.5})
     app = create_app(settings, predictor)
     with TestClient(app) as client:
         cases = [traffic.case() for _ in range(200)]

@@ -15,6 +15,7 @@ from inferlog.features import FEATURE_NAMES
 from inferlog.ml import dataset
 from tests.e2e.conftest import KEYED, KIBANA_URL, Process
 from tests.servers import wait_until
+from tests.traffic import offline_traffic
 
 
 def open_tab(page: Page, name: str) -> None:
@@ -295,9 +296,7 @@ def test_with_the_api_stopped_every_tab_says_so_then_recovers(
 def test_the_drift_tab_shows_the_drifted_feature_when_opened_and_plots_it(
     page: Page, api: Process, screenshots: Path
 ) -> None:
-    from inferlog.simulate import Traffic
-
-    traffic = Traffic(seed=21, drift={"compactness_worst": 2.5})
+    traffic = offline_traffic(seed=21, drift={"compactness_worst": 2.5})
     for _ in range(4):
         batch = [traffic.case() for _ in range(60)]
         assert httpx.post(f"{api.url}/predict/batch", headers=KEYED, json=batch).status_code == 200

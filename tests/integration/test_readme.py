@@ -31,7 +31,12 @@ NOT_HERE = {
     "# needs Elasticsearch": "needs Elasticsearch",
 }
 # CLIs that do not need the model start without scikit-learn or SciPy.
-LIGHT_COMMANDS = [["logs-pipeline", "status"], ["logs-pipeline", "once"], ["inferlog", "--help"]]
+LIGHT_COMMANDS = [
+    ["logs-pipeline", "status"],
+    ["logs-pipeline", "once"],
+    ["inferlog", "--help"],
+    ["inferlog", "simulate", "--rate", "20", "--duration", "0.1"],
+]
 HEAVY_MODULES = ("sklearn", "scipy")
 START_UP_SECONDS = 1.0
 

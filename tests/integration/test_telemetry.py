@@ -374,11 +374,11 @@ def test_metrics_expose_requests_inference_and_shipper(live: tuple[TestClient, F
 def test_drift_finds_exactly_the_shifted_feature_in_the_live_window(
     live: tuple[TestClient, FastAPI],
 ) -> None:
-    from inferlog.simulate import Traffic
+    from tests.traffic import offline_traffic
 
     client, app = live
     assert client.get("/drift").json()["enough_data"] is False
-    traffic = Traffic(seed=5, drift={"concavity_mean": 2.0})
+    traffic = offline_traffic(seed=5, drift={"concavity_mean": 2.0})
     cases = [traffic.case() for _ in range(250)]
     for start in range(0, 250, 50):
         assert client.post("/predict/batch", json=cases[start : start + 50]).status_code == 200

@@ -10,7 +10,7 @@ from inferlog.features import FEATURE_NAMES, matrix_of
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.drift import MIN_DISTANCE, drift_report
 from inferlog.ml.predictor import Predictor
-from inferlog.simulate import Traffic
+from tests.traffic import offline_traffic
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def reference(model_dir: Path) -> dict[str, Any]:
 
 
 def simulated(n: int, seed: int, drift: dict[str, float] | None = None) -> np.ndarray:
-    traffic = Traffic(seed=seed, drift=drift or {})
+    traffic = offline_traffic(seed, drift)
     return matrix_of(traffic.case() for _ in range(n))
 
 

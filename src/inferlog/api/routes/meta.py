@@ -68,7 +68,12 @@ async def ready(request: Request) -> JSONResponse:
 async def model_info(predictor: PredictorDep) -> dict[str, Any]:
     stats = predictor.reference["features"]
     features = [
-        {**asdict(f), "training_min": stats[f.name]["min"], "training_max": stats[f.name]["max"]}
+        {
+            **asdict(f),
+            "training_min": stats[f.name]["min"],
+            "training_max": stats[f.name]["max"],
+            "training_std": stats[f.name]["std"],
+        }
         for f in FEATURES
     ]
     return {"model_card": predictor.card, "features": features}
