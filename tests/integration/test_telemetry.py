@@ -349,11 +349,15 @@ def test_logs_stats_say_when_the_pipeline_s_sink_refuses_writes(
     assert stream["redis_memory"]["used_bytes"] > 0
 
 
-def test_logs_answer_503_when_redis_is_down(settings: Settings, predictor: Predictor) -> None:
+def test_logs_answer_503_when_redis_is_down_and_the_outage_is_logged_once(
+    settings: Settings, predictor: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
     with TestClient(create_app(settings, predictor)) as client:  # Redis on a closed port
-        response = client.get("/logs")
-    assert response.status_code == 503
-    assert "Redis is unreachable" in response.json()["message"]
+        responses = [client.get("/logs") for _ in range(3)]  # as the UI's live toggle polls
+    assert [r.status_code for r in responses] == [503] * 3
+    assert "Redis is unreachable" in responses[0].json()["message"]
+    failures = [r for r in caplog.records if "reading the live window failed" in r.message]
+    assert len(failures) == 1
 
 
 def test_metrics_expose_requests_inference_and_shipper(live: tuple[TestClient, FastAPI]) -> None:

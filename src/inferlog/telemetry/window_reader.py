@@ -136,11 +136,11 @@ def _newest_first(
 
 
 def _guarded(job: Any, *args: Any) -> tuple[bool, Any]:
+    """The job's result, or what failed (logged by the API process, once per outage)."""
     try:
         return True, job(*args)
     except (redis.RedisError, OSError) as exc:
-        log.error("reading the live window failed: %s", exc)
-        return False, f"Redis is unreachable ({type(exc).__name__})"
+        return False, (f"Redis is unreachable ({type(exc).__name__})", str(exc))
 
 
 def _scan_logs(window: Window, limit: int, keep: LogFilter) -> bytes:
@@ -242,6 +242,7 @@ class WindowReader:
         self._reference = reference
         self._log_level = log_level
         self._pool: ProcessPoolExecutor | None = None
+        self._failing = False  # the last read failed: the next failure is not news
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -268,7 +269,14 @@ class WindowReader:
                 self._pool = None
             raise ReaderError("the reader process stopped; try again") from exc
         if not ok:
-            raise ReaderError(result)
+            message, detail = result
+            if not self._failing:
+                log.error("reading the live window failed: %s", detail)
+                self._failing = True
+            raise ReaderError(message)
+        if self._failing:
+            log.info("reading the live window works again")
+            self._failing = False
         return result
 
     async def logs(self, limit: int, keep: LogFilter) -> bytes:
