@@ -209,6 +209,36 @@ def test_the_logs_tab_shows_the_latest_records_when_opened_and_the_model_tab_its
     page.screenshot(path=screenshots / "model.png", full_page=True)
 
 
+def test_the_logs_live_toggle_shows_new_requests_without_a_click(page: Page, api: Process) -> None:
+    open_tab(page, "Logs")
+    page.locator("#logs-live input").check()
+    response = httpx.post(f"{api.url}/predict", headers=KEYED, json=dataset.held_out_cases()[9])
+    expect(page.locator("#logs-table")).to_contain_text(
+        response.json()["transaction_id"], timeout=10_000
+    )
+
+
+def stats_polls(api: Process) -> int:
+    """How many times the UI has read /logs/stats (each read is a record in the window)."""
+    page = httpx.get(
+        f"{api.url}/logs", headers=KEYED, params={"path": "/logs/stats", "limit": 1000}
+    ).json()
+    count: int = page["count"]
+    return count
+
+
+def test_the_monitoring_tab_polls_only_while_it_is_open(page: Page, api: Process) -> None:
+    open_tab(page, "Monitoring")
+    expect(page.locator("#request-count")).to_have_text(re.compile(r"\d+"))
+    open_tab(page, "Predict")
+    time.sleep(1.0)  # a poll already on its way when the tab closed
+    before = stats_polls(api)
+    time.sleep(7.0)  # two polling periods and more
+    assert stats_polls(api) == before
+    open_tab(page, "Monitoring")
+    wait_until(lambda: stats_polls(api) >= before + 2, 15)  # on opening, then every 3 s
+
+
 def test_selecting_a_logs_row_explains_that_request_as_get_logs_id_records_it(
     page: Page, api: Process, screenshots: Path
 ) -> None:
