@@ -199,7 +199,7 @@ def main() -> None:
         status_ms = []
         for _ in range(20):
             started = time.perf_counter()
-            stream_status(r, stream, "logs-pipeline")
+            stream_status(r, stream, "logs-pipeline", stale_after_ms=60_000)
             status_ms.append((time.perf_counter() - started) * 1000)
         stream_length = r.xlen(stream)
 

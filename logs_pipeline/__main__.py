@@ -323,10 +323,11 @@ def drift(settings: Settings, args: argparse.Namespace) -> int:
     reference = load_artifacts(settings.model_dir).reference
     report = drift_report.build(reference, documents, settings.drift_min_cases)
     period = f"from {since or 'the first case'} to {until or 'the last case'}"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(drift_report.render(report, period, source))
+    out: Path = args.out or settings.data_dir / "reports" / "drift-report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(drift_report.render(report, period, source))
     verdict = report.get("drifted_features", report.get("message"))
-    log.info("drift report of %d cases written to %s: %s", report["cases"], args.out, verdict)
+    log.info("drift report of %d cases written to %s: %s", report["cases"], out, verdict)
     return 0
 
 
@@ -367,9 +368,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out",
         type=Path,
-        default=DRIFT_REPORT,
         metavar="FILE",
-        help=f"the HTML file (default {DRIFT_REPORT})",
+        help="the HTML file (default: DATA_DIR/reports/drift-report.html, kept out of git)",
     )
     return parser
 

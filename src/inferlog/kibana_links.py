@@ -20,13 +20,16 @@ def _rison_string(text: str) -> str:
 
 
 def discover_url(kibana_url: str, index: str, transaction_id: str, timestamp: str) -> str:
-    """Kibana 8 Discover on `index`'s data view, showing the record of one transaction."""
+    """Kibana 8 Discover on `index`'s data view, showing the record of one transaction.
+
+    The data view goes in the app state's `index` key, which every 8.x reads; Kibana 8.15+
+    turns it into its newer `dataSource` form itself."""
     moment = dt.datetime.fromisoformat(timestamp)
     start = (moment - DISCOVER_MARGIN).isoformat()
     end = (moment + DISCOVER_MARGIN).isoformat()
     query = f'transaction.id : "{transaction_id}"'
     app_state = (
-        f"(dataSource:(dataViewId:{_rison_string(data_view_id(index))},type:dataView),"
+        f"(index:{_rison_string(data_view_id(index))},"
         f"query:(language:kuery,query:{_rison_string(query)}))"
     )
     global_state = f"(time:(from:{_rison_string(start)},to:{_rison_string(end)}))"

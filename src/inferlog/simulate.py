@@ -33,6 +33,10 @@ NOISE_SHARE = 0.05
 ALL_EXAMPLES = 1000  # /examples' largest page: every held-out case
 
 
+class UnknownFeatureError(ValueError):
+    """A --drift names a feature the API does not have."""
+
+
 @dataclass(frozen=True)
 class FeatureRange:
     name: str
@@ -55,7 +59,7 @@ class Traffic:
         self.rng = random.Random(self.seed)
         unknown = sorted(set(self.drift) - {f.name for f in self.features})
         if unknown:
-            raise ValueError(f"unknown feature(s) in --drift: {', '.join(unknown)}")
+            raise UnknownFeatureError(f"unknown feature(s) in --drift: {', '.join(unknown)}")
 
     @classmethod
     def from_api(cls, client: httpx.Client, **options: Any) -> Traffic:
@@ -192,11 +196,11 @@ def main(argv: list[str] | None = None, api_url: str = "http://127.0.0.1:8000") 
             traffic = Traffic.from_api(
                 client, seed=args.seed, drift=drift, invalid_share=args.invalid_share
             )
-    except httpx.HTTPError as exc:
-        log.error("the API at %s did not give its cases (%s)", args.api_url, exc)
-        return 1
-    except ValueError as exc:
+    except UnknownFeatureError as exc:
         parser.error(str(exc))
+    except (httpx.HTTPError, ValueError, KeyError) as exc:  # down, or not this API
+        log.error("the API at %s did not give its cases and features (%r)", args.api_url, exc)
+        return 1
     summary = simulate(args.api_url, args.rate, args.duration, traffic)
     print(json.dumps(summary) if args.json else summary_text(summary))
     return 0 if "unreachable" not in summary["statuses"] else 1

@@ -244,9 +244,8 @@ class Supervisor:
             self.check_ports()
             self.start_redis()
             self.start_service("api", ["-m", "inferlog", "api"], f"{api_url}/ready")
-            # The UI follows the API's port unless API_URL says otherwise.
-            ui_env = {} if "API_URL" in os.environ else {"API_URL": api_url}
-            self.start_service("ui", ["-m", "inferlog.ui"], f"{ui_url}/", ui_env)
+            # The UI reaches the API on API_PORT unless API_URL says otherwise (config.py).
+            self.start_service("ui", ["-m", "inferlog.ui"], f"{ui_url}/")
             self.start_service("pipeline", ["-m", "logs_pipeline", "run"], None)
         except StartupError as exc:
             log.error("%s", exc)

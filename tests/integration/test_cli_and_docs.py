@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 from inferlog.config import Settings
 from inferlog.ml.artifacts import ARTIFACT_FILE, CARD_FILE
@@ -66,9 +67,15 @@ def test_readme_figures_match_the_model_card(model_dir: Path) -> None:
     assert len(card["version"]) == 12
 
 
-def test_the_ui_and_simulate_reach_the_api_on_api_port_unless_api_url_says_otherwise() -> None:
-    assert Settings(api_port=8123).api_url == "http://127.0.0.1:8123"
-    assert Settings(api_port=8123, api_url="http://api:8000").api_url == "http://api:8000"
+def test_the_ui_and_simulate_reach_the_api_on_api_port_unless_api_url_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("API_URL", raising=False)
+    monkeypatch.delenv("API_PORT", raising=False)
+    local = Settings(_env_file=None, api_port=8123)
+    assert local.api_url == "http://127.0.0.1:8123"
+    given = Settings(_env_file=None, api_port=8123, api_url="http://api:8000")
+    assert given.api_url == "http://api:8000"
 
 
 def test_every_setting_is_in_env_example_and_the_readme_table() -> None:

@@ -59,7 +59,7 @@ def test_the_discover_link_shows_the_transaction_around_its_time() -> None:
     url = discover_url("http://kibana:5601/", "ml-api-logs", "a'b!c", "2026-11-25T10:00:00+00:00")
     assert url.startswith("http://kibana:5601/app/discover#/?_g=")
     state = unquote(url)
-    assert "dataViewId:'inferlog-ml-api-logs'" in state
+    assert "index:'inferlog-ml-api-logs'" in state
     assert "query:'transaction.id : \"a!'b!!c\"'" in state  # Rison escapes ' and !
     start = (dt.datetime(2026, 11, 25, 9, 45, tzinfo=dt.UTC)).isoformat()
     assert f"from:'{start}'" in state and "to:'2026-11-25T10:15:00+00:00'" in state

@@ -116,6 +116,9 @@ class Shipper:
         self._resync = True  # ask Redis for the committed offsets before the next send
         self._unsynced = False  # spool writes not fsynced yet (only matters while Redis is down)
         self._counts = ShipperCounters()
+        # Records spooled while Redis was up and not shipped yet: if an outage starts, they
+        # wait for it too (counted in `spooled` then, once).
+        self._uncounted = 0
         self._taken: list[Segment] = []  # taken over, not yet checked against Redis
         self._undo: tuple[stats.Tally, Offset | None] | None = None  # a failed batch's effects
         self._spool_problem: str | None = None
@@ -132,7 +135,9 @@ class Shipper:
             if self._spool_problem is not None:
                 log.info("spool writable again")
                 self._spool_problem = None
-            if not counts.redis_available:
+            if counts.redis_available:
+                self._uncounted += 1
+            else:
                 counts.spooled += 1
                 self._unsynced = True
         except (OSError, SpoolFullError) as exc:
@@ -215,6 +220,8 @@ class Shipper:
                 next_takeover = loop.time() + self._takeover_interval
                 await self._guarded(self._take_over)
             ok = await self._guarded(self._ship)
+            if ok:  # the ones still waiting are the newest
+                self._uncounted = min(self._uncounted, self._spool.pending)
             if ok and not (self._spool.pending or self._memory):
                 self._idle.set()
             delay = self._flush_interval if ok else self._backoff
@@ -272,8 +279,8 @@ class Shipper:
         counts = self._counts
         if counts.redis_available:
             log.warning("Redis unreachable (%s): records wait in the spool", exc)
-            # What was waiting for this pass now waits for the outage too.
-            counts.spooled += self._spool.pending
+            counts.spooled += min(self._uncounted, self._spool.pending)
+            self._uncounted = 0
             self._unsynced = True
         counts.redis_available = False
         self._resync = True

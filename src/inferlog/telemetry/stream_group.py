@@ -27,8 +27,9 @@ def split_consumers(
     consumers: list[dict[str, Any]], stale_after_ms: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """`XINFO CONSUMERS` split into running consumers and stale ones: idle longer than
-    `stale_after_ms` (the pipeline's claim threshold), as a consumer that died is; a running
-    one reads at least once per block time."""
+    `stale_after_ms` (the pipeline's claim threshold). A stale consumer died, or is stuck that
+    long (a pipeline retrying a sink that is down reads nothing meanwhile); a working one reads
+    at least once per block time."""
     running = [c for c in consumers if c["idle"] <= stale_after_ms]
     stale = [c for c in consumers if c["idle"] > stale_after_ms]
     return running, stale

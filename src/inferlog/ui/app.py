@@ -2,7 +2,7 @@
 
 Each tab is built by its own module. A tab shows its data when opened, and every API failure
 becomes a readable message in the page; nothing raises into Gradio's error toast with a
-traceback. The Monitoring timer runs only while its tab is open.
+traceback. Timers (Monitoring, the Logs live toggle) run only while their tab is open.
 """
 
 from __future__ import annotations
@@ -40,15 +40,21 @@ def build_app(
             monitoring = monitoring_tab.build(client, monitoring_timer)
             logs = logs_tab.build(client, kibana_url, logs_index)
             drift = drift_tab.build(client)
-            model = model_tab.build(client, app)
+            model = model_tab.build(client)
 
+        # Each timer runs only while its tab is open: Monitoring's from opening to leaving,
+        # the Logs live toggle until the tab is left (it is then unticked).
         monitoring.select(lambda: gr.Timer(active=True), outputs=monitoring_timer)
         for other in (predict.tab, batch, logs.tab, drift, model):
             other.select(lambda: gr.Timer(active=False), outputs=monitoring_timer)
-        # Opening the Logs tab with the id set shows that request (its `select` handler).
+        for other in (predict.tab, batch, monitoring, drift, model):
+            other.select(
+                lambda: (gr.Timer(active=False), False), outputs=[logs.live_timer, logs.live]
+            )
+        # The answer's own record: open Logs with its id, then show it once it has arrived.
         predict.show_request.click(
             lambda tid: (gr.Tabs(selected="logs"), tid),
             inputs=predict.transaction_id,
             outputs=[tabs, logs.request_tid],
-        )
+        ).then(logs.show_arriving, inputs=logs.request_tid, outputs=logs.request_view)
     return app

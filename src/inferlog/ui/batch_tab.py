@@ -11,7 +11,6 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from inferlog.api.csv_codec import RESULT_COLUMNS
 from inferlog.features import FEATURE_NAMES
 from inferlog.ui.client import ApiClient, ApiError
 from inferlog.ui.common import error_box
@@ -67,7 +66,8 @@ def build(client: ApiClient) -> gr.Tab:
                 f"{labels.get('benign', 0)} benign"
             )
             # Answers first, then the inputs they came from.
-            frame = frame[[*RESULT_COLUMNS, *FEATURE_NAMES]]
+            answers = [c for c in frame.columns if c not in FEATURE_NAMES]
+            frame = frame[[*answers, *FEATURE_NAMES]]
             return "", summary, frame, gr.update(value=str(out), visible=True)
 
         template_button.click(template, outputs=template_button)

@@ -4,6 +4,7 @@ the browser is profiled and logged by the API like any other client's."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -69,7 +70,7 @@ class ApiClient:
         return self._call("GET", "/logs", params=params).json()
 
     def log(self, transaction_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/logs/{transaction_id}").json()
+        return self._call("GET", f"/logs/{quote(transaction_id, safe='')}").json()
 
     def drift(self) -> dict[str, Any]:
         return self._call("GET", "/drift").json()

@@ -3,7 +3,9 @@ against the training range and profile), chosen from the table or by transaction
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +23,19 @@ LIVE_SECONDS = 3.0
 ARRIVAL_SECONDS = 3.0
 
 
+# Transaction ids are the API's UUIDs: anything else is refused here, before a request (a word
+# such as "stats" would otherwise reach another route).
+TRANSACTION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 @dataclass
 class LogsTab:
     tab: gr.Tab
-    request_tid: gr.Textbox  # set it and open the tab: that request is shown
+    request_tid: gr.Textbox
+    request_view: list[Any]  # what `show_arriving` fills
+    show_arriving: Callable[[str], tuple[Any, ...]]  # a request just answered: waits for it
+    live: gr.Checkbox
+    live_timer: gr.Timer
 
 
 def _row(record: dict[str, Any]) -> list[Any]:
@@ -105,7 +116,7 @@ def build(client: ApiClient, kibana_url: str | None, logs_index: str) -> LogsTab
 
     def explained(record: dict[str, Any]) -> tuple[Any, ...]:
         if not features:
-            features.extend(client.model_info()["features"])
+            features[:] = client.model_info()["features"]
         note, inputs = request_view.inputs_frame(record, features)
         return (
             "",
@@ -120,11 +131,15 @@ def build(client: ApiClient, kibana_url: str | None, logs_index: str) -> LogsTab
     def cleared(message: str) -> tuple[Any, ...]:
         return (message, "", "", None, "", None, None)
 
-    def show(transaction_id: str) -> tuple[Any, ...]:
+    def show(transaction_id: str, wait: float = 0.0) -> tuple[Any, ...]:
         wanted = transaction_id.strip()
         if not wanted:
             return tuple(gr.update() for _ in view_and_json)
-        deadline = time.monotonic() + ARRIVAL_SECONDS
+        if not TRANSACTION_ID.match(wanted):
+            return cleared(
+                error_box(f"Not a transaction id: {wanted!r} (expected a UUID, as in the table)")
+            )
+        deadline = time.monotonic() + wait
         while True:
             try:
                 return explained(client.log(wanted))
@@ -133,26 +148,28 @@ def build(client: ApiClient, kibana_url: str | None, logs_index: str) -> LogsTab
                     return cleared(error_box(str(exc)))
             time.sleep(0.2)
 
+    def show_arriving(transaction_id: str) -> tuple[Any, ...]:
+        return show(transaction_id, ARRIVAL_SECONDS)
+
     def select_record(records: list[dict[str, Any]], event: gr.SelectData) -> tuple[Any, ...]:
-        row = event.index[0] if isinstance(event.index, list | tuple) else event.index
-        if not 0 <= row < len(records):
+        # By the row's transaction id, not its position: a live refresh may have moved it.
+        row = event.row_value or []
+        tid = row[1] if len(row) > 1 else None
+        record = next((r for r in records if r["transaction"]["id"] == tid), None)
+        if record is None:
             return (gr.update(), *(gr.update() for _ in view_and_json))
-        record = records[row]
         try:
-            return (record["transaction"]["id"], *explained(record))
+            return (tid, *explained(record))
         except ApiError as exc:
             return (gr.update(), *cleared(error_box(str(exc))))
-
-    def on_open(tid: str, status: str, shown: str) -> tuple[Any, ...]:
-        return (*load_logs(tid, status), *show(shown))
 
     table_outputs = [logs_error, table, records_state]
     filters = [tid_filter, status_filter]
     refresh_logs.click(load_logs, inputs=filters, outputs=table_outputs)
     live_timer.tick(load_logs, inputs=filters, outputs=table_outputs)
     live.change(lambda on: gr.Timer(active=on), inputs=live, outputs=live_timer)
-    tab.select(on_open, inputs=[*filters, request_tid], outputs=[*table_outputs, *view_and_json])
+    tab.select(load_logs, inputs=filters, outputs=table_outputs)
     table.select(select_record, inputs=records_state, outputs=[request_tid, *view_and_json])
     show_button.click(show, inputs=request_tid, outputs=view_and_json)
     request_tid.submit(show, inputs=request_tid, outputs=view_and_json)
-    return LogsTab(tab, request_tid)
+    return LogsTab(tab, request_tid, view_and_json, show_arriving, live, live_timer)

@@ -58,7 +58,7 @@ trained {card["training"]["date"]}.
 """
 
 
-def build(client: ApiClient, app: gr.Blocks) -> gr.Tab:
+def build(client: ApiClient) -> gr.Tab:
     with gr.Tab("Model", id="model") as tab:
         model_error = gr.HTML(elem_id="model-error")
         model_card = gr.Markdown(elem_id="model-card")
@@ -69,6 +69,5 @@ def build(client: ApiClient, app: gr.Blocks) -> gr.Tab:
         except ApiError as exc:
             return error_box(str(exc)), gr.update()
 
-    app.load(load_model, outputs=[model_error, model_card])
     tab.select(load_model, outputs=[model_error, model_card])
     return tab

@@ -44,8 +44,8 @@ def stats_frames(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.
 
 def _from_zero(frame: pd.DataFrame, column: str) -> Any:
     """Bar charts whose axis starts at 0, so bar heights compare."""
-    top = float(frame[column].max()) if len(frame) else 1.0
-    return gr.update(value=frame, y_lim=[0, top * 1.1])
+    top = float(frame[column].max()) if len(frame) else 0.0
+    return gr.update(value=frame, y_lim=[0, max(top, 1.0) * 1.1])
 
 
 def _ms(value: float | None) -> str:
@@ -143,9 +143,9 @@ def build(client: ApiClient, timer: gr.Timer) -> gr.Tab:
             return (error_box(stats["problem"]), shipper_line(stats["shipper"]), *unchanged[1:])
         latency, throughput, labels = stats_frames(stats)
         empty = ""
-        if stats["requests"] == 0:
+        if stats["predictions"] == 0:  # the UI's own reads are requests too
             empty = notice(
-                f"No requests in {window_phrase(stats['window_seconds'])}: "
+                f"No predictions in {window_phrase(stats['window_seconds'])}: "
                 "send some with `make simulate`."
             )
         return (

@@ -96,17 +96,19 @@ async def log_stats(request: Request) -> dict[str, Any]:
     live = _live_log(request)
     shipper = request.app.state.shipper
     counters = asdict(shipper.counters()) if shipper else None
-    try:
-        statistics = await live.statistics()
-        stream = await live.stream_info()
-    except (redis.RedisError, OSError) as exc:
-        return {
-            "window_seconds": live.window_seconds,
-            "redis_available": False,
-            "problem": f"Redis is unreachable ({type(exc).__name__}): no statistics until it is up",
-            "shipper": counters,
-            "stream": None,
-        }
+    with redis_errors():  # any other Redis error: a 503
+        try:
+            statistics = await live.statistics()
+            stream = await live.stream_info()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            return {
+                "window_seconds": live.window_seconds,
+                "redis_available": False,
+                "problem": f"Redis is unreachable ({type(exc).__name__}): "
+                "no statistics until it is up",
+                "shipper": counters,
+                "stream": None,
+            }
     return {
         "window_seconds": live.window_seconds,
         "redis_available": True,
