@@ -91,6 +91,14 @@ def serve_api(settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         log_config=logging_config(settings.log_level),
         access_log=False,
+        http="inferlog.api.header_timeout:HeaderTimeoutProtocol",
+        timeout_keep_alive=settings.api_keep_alive_seconds,
+        limit_concurrency=settings.api_max_connections,
+        # X-Forwarded-For only from the proxies named; uvicorn trusts 127.0.0.1 by default,
+        # so any local client could claim any address.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        server_header=False,  # the server's name and version are nobody's business
     )
     return 0
 

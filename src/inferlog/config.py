@@ -26,6 +26,26 @@ class Settings(BaseSettings):
     api_workers: int = Field(
         1, ge=1, le=64, description="API worker processes (each with its own spool file)"
     )
+    api_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a request's headers must arrive within this (else the connection is "
+        "closed: half-sent requests cannot hold sockets)",
+    )
+    api_keep_alive_seconds: int = Field(
+        5, ge=1, description="an idle kept-alive connection is closed after this"
+    )
+    api_max_connections: int = Field(
+        1000,
+        ge=10,
+        description="open connections per worker beyond which a new request is answered 503 "
+        "at once (memory and file descriptors stay bounded)",
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="proxies whose X-Forwarded-For / X-Forwarded-Proto are trusted (comma-"
+        "separated IPs or networks, * for any); empty: none, the client is the peer address",
+    )
     model_dir: Path = Field(Path("model"), description="directory of the model artifact and card")
     max_batch_size: int = Field(1000, ge=1, description="most cases in one batch request")
     max_body_bytes: int = Field(

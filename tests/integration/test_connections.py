@@ -1,0 +1,105 @@
+"""The API's connections as an attacker meets them: half-sent requests, spoofed proxy headers,
+the server's name. A real `python -m inferlog api` process on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2 as httpx
+
+from inferlog.ml import dataset
+from tests.servers import RedisServer, answers, free_port, wait_until
+
+HEADER_TIMEOUT = 1.0
+
+
+@contextmanager
+def api(model_dir: Path, tmp_path: Path, redis_url: str, **extra: str) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "FORWARDED_ALLOW_IPS"},
+        "API_PORT": str(port),
+        "MODEL_DIR": str(model_dir),
+        "DATA_DIR": str(tmp_path / f"data-{port}"),
+        "REDIS_URL": redis_url,
+        "REDIS_STREAM": f"connections:{port}",
+        "LOG_LEVEL": "WARNING",
+        "API_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        **extra,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferlog", "api"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers(f"{url}/ready"), 90, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(0.05)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_half_sent_requests_neither_starve_health_nor_stay_open(
+    model_dir: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with api(model_dir, tmp_path, redis_server.url) as url:
+        port = int(url.rsplit(":", 1)[1])
+        sockets = []
+        for i in range(400):  # half of them send half a header, half send nothing at all
+            sock = socket.create_connection(("127.0.0.1", port))
+            if i % 2:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            sockets.append(sock)
+        try:
+            started = time.monotonic()
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+            assert time.monotonic() - started < HEADER_TIMEOUT  # not after they were dropped
+            wait_until(lambda: all(closed_by_server(s) for s in sockets), HEADER_TIMEOUT + 10)
+        finally:
+            for sock in sockets:
+                sock.close()
+        # A complete request on a kept-alive connection is served as before.
+        with httpx.Client(base_url=url) as client:
+            assert [client.get("/health").status_code for _ in range(3)] == [200] * 3
+
+
+def client_ip(url: str) -> str:
+    case = dataset.held_out_examples()["benign"]
+    answer = httpx.post(f"{url}/predict", json=case, headers={"X-Forwarded-For": "6.6.6.6"})
+    assert "server" not in answer.headers  # the server's name and version are not advertised
+    tid = answer.json()["transaction_id"]
+    deadline = time.monotonic() + 10
+    while (record := httpx.get(f"{url}/logs/{tid}")).status_code == 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    ip: str = record.json()["client"]["ip"]
+    return ip
+
+
+def test_x_forwarded_for_is_ignored_unless_its_proxy_is_trusted(
+    model_dir: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with api(model_dir, tmp_path, redis_server.url) as url:
+        assert client_ip(url) == "127.0.0.1"  # the peer, not what the header claims
+    with api(model_dir, tmp_path, redis_server.url, FORWARDED_ALLOW_IPS="127.0.0.1") as url:
+        assert client_ip(url) == "6.6.6.6"  # behind a proxy named in FORWARDED_ALLOW_IPS
