@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from inferlog.private_files import open_private_append, private_dir
 from logs_pipeline.sinks import Action, WriteResult, bulk_lines
 
 
@@ -32,8 +33,7 @@ class NdjsonSink:
     name = "ndjson"
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)  # the documents hold the cases' inputs
 
     def path(self, index: str) -> Path:
         return self.directory / f"{index}.ndjson"
@@ -56,7 +56,7 @@ class NdjsonSink:
     def _append(path: Path, data: bytes) -> None:
         """Append and fsync; on failure, cut what was half written (a torn pair in the middle
         of the file would stop `replay` and `status` there)."""
-        with path.open("ab") as f:
+        with open_private_append(path) as f:
             size = f.tell()
             try:
                 f.write(data)

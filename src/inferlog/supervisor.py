@@ -35,6 +35,7 @@ import httpx
 
 from inferlog.cli import port_free
 from inferlog.config import Settings
+from inferlog.private_files import private_dir
 
 log = logging.getLogger("inferlog.run")
 
@@ -164,8 +165,9 @@ class Supervisor:
             raise StartupError(f"Redis at {host}:{port} does not answer (REDIS_URL)")
         binary = shutil.which("redis-server")
         if binary:
-            data = self.settings.data_dir / "redis"
-            data.mkdir(parents=True, exist_ok=True)
+            # Redis's files hold the records: its directory is the owner's only.
+            private_dir(self.settings.data_dir)
+            data = private_dir(self.settings.data_dir / "redis")
             child = Child(
                 "redis",
                 [

@@ -76,6 +76,10 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
             sent.append(response.json()["transaction_id"])
         indices = tmp_path / "data" / "indices"
         wait_until(lambda: set(sent) <= indexed_ids(indices), 60, process)
+        # Read while running: the spool's segments go once shipped and stopped.
+        files = [*(tmp_path / "data" / "spool").glob("*.ndjson"), *indices.glob("*.ndjson")]
+        file_modes = {f: f.stat().st_mode & 0o777 for f in files}
+        assert len(file_modes) >= 4
         # `make simulate` against the running product: 3 s at 10 requests/s, 20 % invalid.
         simulated = subprocess.run(
             [
@@ -134,6 +138,14 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
     for name in ("api     |", "ui      |", "pipeline|"):
         assert name in out
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # The records hold medical inputs: the directories that hold them are 0700, the spool and
+    # index files 0600 (Redis makes its own files, inside its 0700 directory).
+    data = tmp_path / "data"
+    directories = [data / "spool", data / "indices"]
+    if redis == "redis-server":
+        directories.append(data / "redis")
+    assert [oct(d.stat().st_mode & 0o777) for d in directories] == ["0o700"] * len(directories)
+    assert [f"{f.name} {oct(mode)}" for f, mode in file_modes.items() if mode != 0o600] == []
 
 
 def test_run_says_clearly_when_a_port_is_taken(model_dir: Path, tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 import redis
 import redis.asyncio
 
+from inferlog.private_files import open_private_append
 from inferlog.telemetry import stats
 from inferlog.telemetry.keys import spool_offset_key, transaction_key
 from inferlog.telemetry.record import RECORD_FIELD
@@ -369,7 +370,7 @@ class Shipper:
                 continue
             self._counts.corrupt += 1
             quarantine = self._spool.directory / "corrupt.ndjson"
-            with quarantine.open("ab") as f:
+            with open_private_append(quarantine) as f:
                 f.write(line + b"\n")
             log.error(
                 "spool %s: a line that is not a record was moved to %s (%d bytes)",

@@ -30,6 +30,8 @@ import uuid
 from collections import deque
 from pathlib import Path
 
+from inferlog.private_files import private_dir
+
 log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 8 * 1024 * 1024
@@ -189,7 +191,7 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(directory)
         self.segments: deque[Segment] = deque()  # oldest first: taken-over ones lead
         self._current: Segment | None = None
 
