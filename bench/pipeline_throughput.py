@@ -332,6 +332,7 @@ def main() -> None:
             data_dir=Path(tmp) / "pool",
             redis_url=redis_url,
             redis_stream="bench:pool",
+            allowed_hosts=["testserver"],  # TestClient's host
         )
         pool = make_pool(pool_settings, args.model_dir)
         print(f"pool: {len(pool)} real records", file=sys.stderr)

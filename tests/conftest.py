@@ -15,7 +15,7 @@ from inferlog.config import Settings
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
 from inferlog.ml.train import train
-from tests.servers import RedisServer, free_port
+from tests.servers import TEST_CLIENT_HOSTS, RedisServer, free_port
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +42,7 @@ def settings(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Setti
         max_body_bytes=200_000,
         data_dir=tmp_path_factory.mktemp("data"),
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        allowed_hosts=TEST_CLIENT_HOSTS,
     )
 
 

@@ -17,6 +17,9 @@ import httpx2 as httpx
 import pytest
 import redis
 
+# The host name Starlette's TestClient sends, allowed next to the API's defaults.
+TEST_CLIENT_HOSTS = ["testserver", "localhost", "127.0.0.1", "::1"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         description="open connections per worker beyond which a new request is answered 503 "
         "at once (memory and file descriptors stay bounded)",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated host names the API answers to (the Host header; others "
+        "get a 400, against DNS rebinding); unset: localhost, 127.0.0.1, ::1 and API_HOST",
+    )
     forwarded_allow_ips: str = Field(
         "",
         description="proxies whose X-Forwarded-For / X-Forwarded-Proto are trusted (comma-"
@@ -189,12 +194,23 @@ class Settings(BaseSettings):
         None, description="when set, `setup` gives the kibana_system user this password"
     )
 
-    @field_validator("api_keys", "api_read_keys", mode="before")
+    @field_validator("api_keys", "api_read_keys", "allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_hosts_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("allowed_hosts"):
+            bind = str(data.get("api_host") or "127.0.0.1")
+            hosts = ["localhost", "127.0.0.1", "::1"]
+            if bind not in ("0.0.0.0", "::", *hosts):  # a wildcard address names no host
+                hosts.append(bind)
+            data = {**data, "allowed_hosts": hosts}
+        return data
 
     @model_validator(mode="before")
     @classmethod

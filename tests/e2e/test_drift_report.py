@@ -13,7 +13,7 @@ from inferlog.config import Settings
 from inferlog.ml.predictor import Predictor
 from logs_pipeline.__main__ import main as pipeline_cli
 from logs_pipeline.__main__ import make_pipeline
-from tests.servers import RedisServer
+from tests.servers import TEST_CLIENT_HOSTS, RedisServer
 from tests.traffic import offline_traffic
 
 
@@ -31,6 +31,7 @@ def test_the_report_shows_a_plot_per_feature_and_names_the_drifted_ones(
         data_dir=tmp_path,
         redis_url=redis_server.url,
         redis_stream=f"drift:{time.monotonic_ns()}",
+        allowed_hosts=TEST_CLIENT_HOSTS,
     )
     traffic = offline_traffic(seed=11, drift={"smoothness_mean": 2.0, "area_worst": -1.5})
     app = create_app(settings, predictor)

@@ -37,7 +37,7 @@ from logs_pipeline.pipeline import Pipeline
 from logs_pipeline.status import stream_status
 from logs_pipeline.templates import POLICY_NAME, index_templates
 from tests.search_server import SearchProxy
-from tests.servers import RedisServer, wait_until
+from tests.servers import TEST_CLIENT_HOSTS, RedisServer, wait_until
 
 CASES = dataset.held_out_cases()
 
@@ -65,6 +65,7 @@ def settings(
         data_dir=tmp_path,
         redis_url=redis_server.url,
         redis_stream=f"pipeline:{time.monotonic_ns()}",
+        allowed_hosts=TEST_CLIENT_HOSTS,
         elasticsearch_url=proxy.url,
         pipeline_batch_size=20,
         pipeline_block_ms=100,
@@ -115,7 +116,7 @@ def _env_value(value: Any) -> str | None:
     if hasattr(value, "get_secret_value"):
         return value.get_secret_value()
     if isinstance(value, list):
-        return ",".join(v.get_secret_value() for v in value)
+        return ",".join(_env_value(v) or "" for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -20,7 +20,7 @@ from inferlog.ml.predictor import Predictor
 from inferlog.telemetry import spool as spool_module
 from inferlog.telemetry.keys import sink_problem_key
 from inferlog.telemetry.record import SCHEMA, RequestRecord
-from tests.servers import RedisServer, wait_until
+from tests.servers import TEST_CLIENT_HOSTS, RedisServer, wait_until
 
 ADMIN_KEY = "admin-key-for-tests"
 MALIGNANT = dataset.held_out_examples()["malignant"]
@@ -35,6 +35,7 @@ def make_settings(model_dir: Path, data_dir: Path, redis_url: str, **overrides: 
         "redis_stream": f"test:{time.monotonic_ns()}",
         "api_keys": ADMIN_KEY,
         "max_batch_size": 50,
+        "allowed_hosts": TEST_CLIENT_HOSTS,
     }
     return Settings(**(values | overrides))
 
@@ -349,6 +350,39 @@ def test_logs_stats_say_when_the_pipeline_s_sink_refuses_writes(
     assert stream["redis_memory"]["used_bytes"] > 0
 
 
+def test_a_request_for_an_unknown_host_is_refused_and_recorded(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer
+) -> None:
+    client, app = live
+    rebound = client.post(
+        "/predict",
+        json=MALIGNANT,
+        headers={"Host": "attacker.example", "X-Request-ID": "rebinding"},
+    )
+    assert rebound.status_code == 400  # DNS rebinding: a page of another site, on loopback
+    assert client.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
+    wait_shipped(app)
+    records = stream_records(redis_server, app.state.settings.redis_stream)
+    refused = [r for r in records if request_id(r) == "rebinding"]
+    assert [r["http"]["response"]["status_code"] for r in refused] == [400]
+    assert "ml" not in refused[0]  # the model never saw it
+
+
+def test_answers_while_redis_is_down_name_no_host_port_or_server_message(
+    settings: Settings, predictor: Predictor
+) -> None:
+    port = settings.redis_url.get_secret_value().rsplit(":", 1)[1].split("/")[0]
+    with TestClient(create_app(settings, predictor), raise_server_exceptions=False) as client:
+        client.post("/predict", json=MALIGNANT)  # a record that waits for Redis
+        answers = [client.get(path) for path in ("/logs", "/logs/stats", "/drift", "/ready")]
+        answers.append(client.get("/logs/0b7f5a0e-3d55-4a43-9a57-0a4c3a2c7c11"))
+    assert [a.status_code for a in answers] == [503, 200, 503, 200, 503]
+    for answer in answers:
+        body = answer.text
+        assert f"127.0.0.1:{port}" not in body and f", {port})" not in body, body
+        assert "connecting to" not in body and "Errno" not in body, body
+
+
 def test_logs_answer_503_when_redis_is_down_and_the_outage_is_logged_once(
     settings: Settings, predictor: Predictor, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -441,7 +475,9 @@ def test_a_failing_shipper_pass_is_logged_reported_and_retried_without_loss(
         sent.append(f"fault-{i}")
     wait_until(lambda: shipper.counters().problem is not None, 10)
     problem = shipper.counters().problem
-    assert problem == "shipper pass failed: RuntimeError: injected fault"
+    # The answer names the kind of failure; its message (hosts, ports, server replies) is
+    # for the log only.
+    assert problem == "shipper pass failed (RuntimeError): see the API's log"
     ready = client.get("/ready").json()
     stats = client.get("/logs/stats").json()
     assert (ready["status"], ready["telemetry"]["problem"]) == ("degraded", problem)

@@ -99,3 +99,13 @@ def test_the_compose_ui_reads_with_the_apis_read_key_and_records_need_a_key() ->
     assert ui["UI_API_KEY"] == "${UI_API_KEY:?set UI_API_KEY in .env}"
     assert api["API_READ_KEYS"].split(",") == [ui["UI_API_KEY"], "${API_READ_KEYS:-}"]
     assert api["REQUIRE_API_KEY"] == "${REQUIRE_API_KEY:-false}"
+
+
+def test_the_compose_api_answers_the_host_the_ui_uses_and_trusts_no_proxy_by_default() -> None:
+    api, ui = SERVICES["api"]["environment"], SERVICES["ui"]["environment"]
+    ui_host = re.match(r"https?://([^:/]+)", ui["API_URL"])
+    assert ui_host is not None
+    allowed = api["ALLOWED_HOSTS"].split(",")
+    assert ui_host.group(1) in allowed and "127.0.0.1" in allowed  # the UI, the healthcheck
+    assert "*" not in allowed
+    assert api["FORWARDED_ALLOW_IPS"] == "${FORWARDED_ALLOW_IPS:-}"

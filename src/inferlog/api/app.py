@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import sklearn
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Route
 
 from inferlog import __version__
@@ -171,6 +172,8 @@ def create_app(
         app.include_router(router)
     # Added last = outermost: every response, 413s included, carries the transaction id
     # and yields a record.
+    # Inside the telemetry: a request for an unknown host is refused (400) and still recorded.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         TelemetryMiddleware,

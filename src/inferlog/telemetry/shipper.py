@@ -152,9 +152,12 @@ class Shipper:
             self._wakeup.set()
 
     def _spool_refused(self, line: str, exc: Exception) -> None:
-        problem = f"spool not writable: {exc}"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problem = f"spool not writable: {reason}"  # no path: it is shown by /ready
         if problem != self._spool_problem:
-            log.error("%s: records wait in memory (up to %d)", problem, self._memory_size)
+            log.error(
+                "spool not writable (%s): records wait in memory (up to %d)", exc, self._memory_size
+            )
             self._spool_problem = problem
         if len(self._memory) < self._memory_size:
             self._memory.append(line)
@@ -265,9 +268,11 @@ class Shipper:
                 if problem != self._pass_problem:
                     log.error("%s; retrying", problem)
             else:
-                problem = f"shipper pass failed: {type(exc).__name__}: {exc}"
+                # Said in /ready and /logs/stats: the kind only; the details (which may name
+                # hosts, ports or server messages) go to the log.
+                problem = f"shipper pass failed ({type(exc).__name__}): see the API's log"
                 if problem != self._pass_problem:
-                    log.exception("%s; retrying", problem)
+                    log.exception("shipper pass failed: %s; retrying", exc)
             self._pass_problem = problem
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
             return False
