@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -348,6 +349,43 @@ def test_logs_stats_say_when_the_pipeline_s_sink_refuses_writes(
     stream = client.get("/logs/stats").json()["stream"]
     assert stream["sink_problem"] == problem
     assert stream["redis_memory"]["used_bytes"] > 0
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def test_control_characters_never_reach_a_record_and_long_fields_are_capped(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer
+) -> None:
+    client, app = live
+    client.get("/logs%0A2026-11-25 INFO forged line", headers={"X-Request-ID": "inject-1"})
+    client.post(
+        "/predict",
+        json={**MALIGNANT, "evil\nkey\x1b[31m": 1.0},
+        headers={"X-Request-ID": "inject-2", "User-Agent": "agent\r\n" + "u" * 15_000},
+    )
+    wait_shipped(app)
+    records = {
+        request_id(r): r
+        for r in stream_records(redis_server, app.state.settings.redis_stream)
+        if (request_id(r) or "").startswith("inject")
+    }
+    assert set(records) == {"inject-1", "inject-2"}
+    forged, unknown_key = records["inject-1"], records["inject-2"]
+    assert forged["url"]["path"] == "/logs\\n2026-11-25 INFO forged line"  # escaped, kept
+    assert "evil\\nkey\\x1b[31m" in unknown_key["error"]["message"]
+    agent = unknown_key["user_agent"]["original"]
+    assert agent.startswith("agent\\r\\nuuu") and agent.endswith("more characters)")
+    assert len(agent) < 600
+    for record in records.values():
+        fields = [
+            record["message"],
+            record["url"]["path"],
+            record.get("user_agent", {}).get("original", ""),
+            record.get("error", {}).get("message", ""),
+        ]
+        assert [f for f in fields if CONTROL.search(f)] == []
+        assert len(record["message"]) < 1100
 
 
 def test_a_request_for_an_unknown_host_is_refused_and_recorded(

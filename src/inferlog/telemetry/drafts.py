@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,6 +60,29 @@ class Draft:
     inference: InferenceDraft | None = field(default=None, repr=False)
 
 
+# What a client sends reaches the records only log-safe: control characters (line breaks
+# that would forge log lines, escape sequences that would drive a terminal) written as
+# escapes, and each field capped, so one request cannot make a record of megabytes.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+PATH_CHARS = 1024
+USER_AGENT_CHARS = 512
+MESSAGE_CHARS = 1024
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def log_safe(text: str, limit: int) -> str:
+    """`text` with control characters escaped (`\\n`, `\\x1b`), cut to `limit` characters
+    with a note of how many were left out."""
+    if _UNSAFE.search(text):
+        text = _UNSAFE.sub(_escape, text)
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit} more characters)"
+    return text
+
+
 def _ip_or_none(value: str | None) -> str | None:
     """`client.ip` is an IP field: a host name (test clients, odd proxies) is left out."""
     try:
@@ -95,11 +119,11 @@ def _outcome(p: Prediction) -> dict[str, Any]:
     }
 
 
-def _message(draft: Draft) -> str:
-    head = f"{draft.method} {draft.path} {draft.status} {draft.duration_ns / 1e6:.1f} ms"
+def _message(draft: Draft, path: str, error_message: str | None) -> str:
+    head = f"{draft.method} {path} {draft.status} {draft.duration_ns / 1e6:.1f} ms"
     ml = draft.inference
     if draft.error_type:
-        return f"{head} {draft.error_type}: {draft.error_message}"
+        return log_safe(f"{head} {draft.error_type}: {error_message}", MESSAGE_CHARS)
     if ml is None:
         return head
     if ml.predictions is None:
@@ -133,13 +157,18 @@ def build_record(
 ) -> dict[str, Any]:
     """The record of one request, as plain data in the shape of `RequestRecord`."""
     request: dict[str, Any] = {"method": draft.method, "body": {"bytes": draft.request_bytes}}
-    if draft.request_id is not None:
+    if draft.request_id is not None:  # well-formed only (the middleware checks it)
         request["id"] = draft.request_id
+    path = log_safe(draft.path, PATH_CHARS)
+    error_message = (
+        None if draft.error_message is None else log_safe(draft.error_message, MESSAGE_CHARS)
+    )
+    user_agent = None if draft.user_agent is None else log_safe(draft.user_agent, USER_AGENT_CHARS)
     document: dict[str, Any] = {
         "@timestamp": draft.timestamp,
         "schema": SCHEMA,
         "log": {"level": _level(draft.status)},
-        "message": _message(draft),
+        "message": _message(draft, path, error_message),
         "transaction": {"id": draft.transaction_id},
         "service": {"name": service_name, "version": service_version},
         "host": {"name": host_name},
@@ -147,13 +176,13 @@ def build_record(
             "request": request,
             "response": {"status_code": draft.status, "body": {"bytes": draft.response_bytes}},
         },
-        "url": {"path": draft.path},
+        "url": {"path": path},
         "client": _without_none(ip=_ip_or_none(draft.client_ip)),
-        "user_agent": _without_none(original=draft.user_agent),
+        "user_agent": _without_none(original=user_agent),
         "event": {"duration": draft.duration_ns, "outcome": _event_outcome(draft.status)},
     }
     if draft.error_type:
-        document["error"] = {"type": draft.error_type, "message": draft.error_message or ""}
+        document["error"] = {"type": draft.error_type, "message": error_message or ""}
     if draft.inference is not None:
         document["ml"] = _ml_section(draft.inference, draft.duration_ns / 1e6, top_n)
     return document
