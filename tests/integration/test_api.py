@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -352,3 +353,17 @@ def test_examples_as_csv_feed_the_csv_batch_unchanged(client: TestClient) -> Non
     )
     assert response.status_code == 200
     assert len(response.text.strip().splitlines()) == 5
+
+
+def test_the_docs_page_loads_only_pinned_scripts_checked_by_integrity(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    tags = re.findall(r"<(script|link)\b([^>]*)>", page.text)
+    external = [attrs for _, attrs in tags if "https://" in attrs]
+    assert len(external) == 2  # Swagger UI's script and stylesheet
+    for attrs in external:
+        assert re.search(r"@\d+\.\d+\.\d+/", attrs), attrs  # an exact release, not "@5"
+        assert re.search(r'integrity="sha384-[A-Za-z0-9+/]{64}"', attrs), attrs
+        assert 'crossorigin="anonymous"' in attrs
+    assert "/openapi.json" in page.text
+    assert client.get("/redoc").status_code == 404

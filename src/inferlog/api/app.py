@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 
 import sklearn
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Route
 
 from inferlog import __version__
 from inferlog.api.body_limit import BodyLimitMiddleware
+from inferlog.api.docs_page import swagger_ui_page
 from inferlog.api.errors import install_error_handlers
 from inferlog.api.routes import drift, examples, logs, meta, predict
 from inferlog.config import Settings, get_settings
@@ -157,7 +159,14 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served below, its scripts pinned by integrity
+        redoc_url=None,
     )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return swagger_ui_page("/openapi.json", "inferlog API")
+
     metrics = Metrics(lambda: shipper.counters() if shipper else None)
     app.state.settings = settings
     app.state.predictor = predictor
