@@ -109,3 +109,27 @@ def test_the_compose_api_answers_the_host_the_ui_uses_and_trusts_no_proxy_by_def
     assert ui_host.group(1) in allowed and "127.0.0.1" in allowed  # the UI, the healthcheck
     assert "*" not in allowed
     assert api["FORWARDED_ALLOW_IPS"] == "${FORWARDED_ALLOW_IPS:-}"
+
+
+OWN_SERVICES = ("setup", "api", "ui", "pipeline")
+
+
+@pytest.mark.parametrize("name", OWN_SERVICES)
+def test_the_projects_services_run_without_capabilities_on_a_read_only_root(name: str) -> None:
+    service = SERVICES[name]
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert service["read_only"] is True
+    assert service["tmpfs"] == ["/tmp"]  # scratch files only; data goes to named volumes
+    if name != "ui":  # the Python services that may draw with matplotlib
+        assert service["environment"]["MPLCONFIGDIR"].startswith("/tmp/")
+
+
+def test_kibana_gets_its_encryption_keys_from_the_environment() -> None:
+    kibana = SERVICES["kibana"]["environment"]
+    for setting in (
+        "XPACK_SECURITY_ENCRYPTIONKEY",
+        "XPACK_ENCRYPTEDSAVEDOBJECTS_ENCRYPTIONKEY",
+        "XPACK_REPORTING_ENCRYPTIONKEY",
+    ):
+        assert re.fullmatch(r"\$\{KIBANA_[A-Z_]+_KEY:\?[^}]+\}", kibana[setting]), setting
