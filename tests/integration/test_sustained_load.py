@@ -243,7 +243,7 @@ def test_a_client_that_leaves_mid_request_is_recorded_as_499(
         host, port = api.base.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as raw:
             raw.sendall(
-                b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 5000\r\nX-Request-ID: gone-1\r\n\r\n"
                 b'{"radius_mean": 17.9'
             )
