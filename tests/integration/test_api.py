@@ -367,3 +367,33 @@ def test_the_docs_page_loads_only_pinned_scripts_checked_by_integrity(client: Te
         assert 'crossorigin="anonymous"' in attrs
     assert "/openapi.json" in page.text
     assert client.get("/redoc").status_code == 404
+
+
+def test_a_csv_header_of_twenty_thousand_columns_is_refused_in_one_short_answer(
+    client: TestClient,
+) -> None:
+    header = ",".join(f"c{i}" for i in range(20_000))
+    response = client.post(
+        "/predict/batch", content=f"{header}\n", headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 422
+    assert len(response.content) < 2_000  # not one error per column
+    (error,) = response.json()["errors"]
+    assert "the header has 20000 columns; at most 100" in error["reason"]
+
+
+def test_a_huge_key_is_cut_in_the_answer_and_problems_beyond_fifty_are_counted(
+    client: TestClient,
+) -> None:
+    case = dataset.held_out_examples()["benign"]
+    huge = client.post("/predict", json={**case, "k" * 150_000: 1.0})
+    assert huge.status_code == 422
+    assert len(huge.content) < 4_000
+    (unknown,) = [e for e in huge.json()["errors"] if e["reason"] == "unknown field"]
+    assert unknown["field"].startswith("kkk") and unknown["field"].endswith("more characters)")
+    bad_case = {name: -1.0 for name in FEATURE_NAMES}  # 30 problems per case
+    many = client.post("/predict/batch", json=[bad_case] * 10)
+    body = many.json()
+    assert many.status_code == 422
+    assert len(body["errors"]) == 50 and body["omitted"] == 10 * 30 - 50
+    assert body["message"].startswith("300 invalid field(s)")

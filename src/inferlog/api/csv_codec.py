@@ -20,6 +20,7 @@ from inferlog.api.schemas import Case, FieldError
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml.predictor import Prediction
 
+MAX_COLUMNS = 100  # the 30 features, with room for a few extra columns to be named as unknown
 RESULT_COLUMNS = (
     "label",
     "probability_malignant",
@@ -45,11 +46,26 @@ def parse_cases(body: bytes, max_rows: int) -> ParsedCsv:
             [FieldError(field="body", reason=f"not UTF-8 text: {exc.reason}")]
         ) from exc
     try:
-        lines = [row for row in csv.reader(io.StringIO(text, newline="")) if any(row)]
+        reader = (row for row in csv.reader(io.StringIO(text, newline="")) if any(row))
+        first = next(reader, None)
+        if first is None:
+            raise InputError([FieldError(field="body", reason="empty CSV: expected a header row")])
+        # Checked before any row is read: a header of millions of columns costs its own
+        # parsing only, and is answered in one line.
+        if len(first) > MAX_COLUMNS:
+            raise InputError(
+                [
+                    FieldError(
+                        field="body",
+                        row=1,
+                        reason=f"the header has {len(first)} columns; at most {MAX_COLUMNS} "
+                        f"(the {len(FEATURE_NAMES)} features, each once)",
+                    )
+                ]
+            )
+        lines = [first, *reader]
     except csv.Error as exc:
         raise InputError([FieldError(field="body", reason=f"malformed CSV: {exc}")]) from exc
-    if not lines:
-        raise InputError([FieldError(field="body", reason="empty CSV: expected a header row")])
 
     header = [name.strip() for name in lines[0]]
     errors = _header_errors(header)

@@ -38,6 +38,16 @@ class InputError(Exception):
         self.errors = errors
 
 
+# An answer's cost is bounded whatever the input: a header of two million unknown columns or
+# a key of megabytes gives a short answer, not every problem in full.
+LISTED_ERRORS = 50
+TEXT_CHARS = 256
+
+
+def shortened(text: str, limit: int = TEXT_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 def error_response(
     scope: Scope,
     status: int,
@@ -46,14 +56,19 @@ def error_response(
     errors: list[FieldError] | None = None,
 ) -> JSONResponse:
     state = scope.setdefault("state", {})
+    errors = errors or []
     body = ErrorResponse(
         error=code,
-        message=message,
+        message=shortened(message, 4 * TEXT_CHARS),
         transaction_id=state.get("transaction_id"),
-        errors=errors or [],
+        errors=[
+            e.model_copy(update={"field": shortened(e.field), "reason": shortened(e.reason)})
+            for e in errors[:LISTED_ERRORS]
+        ],
+        omitted=max(0, len(errors) - LISTED_ERRORS),
     )
     # For the request record; the 500 path sets the exception type itself.
-    state.setdefault("error", {"type": code, "message": message})
+    state.setdefault("error", {"type": code, "message": body.message})
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
@@ -81,7 +96,8 @@ def field_errors(raw: Sequence[Any]) -> list[FieldError]:
 
 def _validation_message(errors: list[FieldError]) -> str:
     fields = sorted({e.field for e in errors})
-    shown = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+    shown = ", ".join(shortened(f, 64) for f in fields[:5])
+    shown += f" and {len(fields) - 5} more" if len(fields) > 5 else ""
     return f"{len(errors)} invalid field(s): {shown}"
 
 

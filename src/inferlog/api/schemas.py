@@ -96,4 +96,8 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="machine-readable error code")
     message: str
     transaction_id: str | None = None
-    errors: list[FieldError] = Field(default_factory=list)
+    errors: list[FieldError] = Field(
+        default_factory=list,
+        description="the first 50 problems, each field and reason cut to 256 characters",
+    )
+    omitted: int = Field(0, description="problems found beyond those listed")
