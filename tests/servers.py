@@ -1,4 +1,4 @@
-"""Real servers for tests: redis-server on a free loopback port.
+"""Real servers for tests: redis-server on a free loopback port, the API as a process.
 
 Under CI (`CI=true`) a missing binary fails the test instead of skipping it.
 """
@@ -6,11 +6,14 @@ Under CI (`CI=true`) a missing binary fails the test instead of skipping it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2 as httpx
@@ -112,3 +115,57 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class Api:
+    def __init__(self, process: subprocess.Popen[str], base: str, log: Path) -> None:
+        self.process = process
+        self.base = base
+        self.log = log
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.base}/metrics", timeout=10).text
+        match = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert match, f"{name} not in /metrics"
+        return float(match.group(1))
+
+
+@contextmanager
+def api_process(
+    model_dir: Path,
+    data_dir: Path,
+    redis_url: str,
+    stream: str,
+    workers: int = 1,
+    extra: dict[str, str] | None = None,
+) -> Iterator[Api]:
+    """`python -m inferlog api` on a free port, its log in a file beside `data_dir`; `extra`
+    adds to or overrides its environment."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "API_PORT": str(port),
+        "API_WORKERS": str(workers),
+        "MODEL_DIR": str(model_dir),
+        "DATA_DIR": str(data_dir),
+        "REDIS_URL": redis_url,
+        "REDIS_STREAM": stream,
+        "LOG_LEVEL": "INFO",
+        **(extra or {}),
+    }
+    log = data_dir.with_name(data_dir.name + ".log")
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inferlog", "api"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    api = Api(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_until(lambda: answers(f"{api.base}/ready"), 90, process)
+        yield api
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

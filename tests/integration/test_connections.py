@@ -3,10 +3,7 @@ the server's name. A real `python -m inferlog api` process on loopback."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,38 +12,22 @@ from pathlib import Path
 import httpx2 as httpx
 
 from inferlog.ml import dataset
-from tests.servers import RedisServer, answers, free_port, wait_until
+from tests.servers import RedisServer, api_process, wait_until
 
 HEADER_TIMEOUT = 1.0
 
 
 @contextmanager
-def api(model_dir: Path, tmp_path: Path, redis_url: str, **extra: str) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "FORWARDED_ALLOW_IPS"},
-        "API_PORT": str(port),
-        "MODEL_DIR": str(model_dir),
-        "DATA_DIR": str(tmp_path / f"data-{port}"),
-        "REDIS_URL": redis_url,
-        "REDIS_STREAM": f"connections:{port}",
-        "LOG_LEVEL": "WARNING",
+def api(
+    model_dir: Path, tmp_path: Path, redis_url: str, trusted_proxies: str = ""
+) -> Iterator[str]:
+    name = f"connections-{time.monotonic_ns()}"
+    extra = {
         "API_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
-        **extra,
+        "FORWARDED_ALLOW_IPS": trusted_proxies,  # empty: none, whatever this shell says
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "inferlog", "api"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: answers(f"{url}/ready"), 90, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with api_process(model_dir, tmp_path / name, redis_url, name, extra=extra) as started:
+        yield started.base
 
 
 def closed_by_server(sock: socket.socket) -> bool:
@@ -101,5 +82,5 @@ def test_x_forwarded_for_is_ignored_unless_its_proxy_is_trusted(
 ) -> None:
     with api(model_dir, tmp_path, redis_server.url) as url:
         assert client_ip(url) == "127.0.0.1"  # the peer, not what the header claims
-    with api(model_dir, tmp_path, redis_server.url, FORWARDED_ALLOW_IPS="127.0.0.1") as url:
+    with api(model_dir, tmp_path, redis_server.url, trusted_proxies="127.0.0.1") as url:
         assert client_ip(url) == "6.6.6.6"  # behind a proxy named in FORWARDED_ALLOW_IPS

@@ -9,17 +9,12 @@ client that leaves in the middle of its request.
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,58 +23,12 @@ import psutil
 
 from inferlog.ml import dataset
 from inferlog.telemetry.record import RequestRecord
-from tests.servers import RedisServer, answers, free_port, wait_until
+from tests.servers import Api, RedisServer, api_process, wait_until
 
 CASES = dataset.held_out_cases()
 CLIENTS = 8
 LOAD_SECONDS = 20
 NO_KEEP_ALIVE = httpx.Limits(max_keepalive_connections=0)
-
-
-class Api:
-    def __init__(self, process: subprocess.Popen[str], base: str, log: Path) -> None:
-        self.process = process
-        self.base = base
-        self.log = log
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.base}/metrics", timeout=10).text
-        match = re.search(rf"^{name} (\S+)$", text, re.M)
-        assert match, f"{name} not in /metrics"
-        return float(match.group(1))
-
-
-@contextmanager
-def api_process(
-    model_dir: Path, data_dir: Path, redis_url: str, stream: str, workers: int = 1
-) -> Iterator[Api]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "API_PORT": str(port),
-        "API_WORKERS": str(workers),
-        "MODEL_DIR": str(model_dir),
-        "DATA_DIR": str(data_dir),
-        "REDIS_URL": redis_url,
-        "REDIS_STREAM": stream,
-        "LOG_LEVEL": "INFO",
-    }
-    log = data_dir.with_name(data_dir.name + ".log")
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "inferlog", "api"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    api = Api(process, f"http://127.0.0.1:{port}", log)
-    try:
-        wait_until(lambda: answers(f"{api.base}/ready"), 90, process)
-        yield api
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def workers_of(api: Api) -> list[psutil.Process]:

@@ -97,8 +97,15 @@ def inputs_frame(
     return note, pd.DataFrame(rows, columns=INPUT_COLUMNS)
 
 
+def _top_functions(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The profile's top functions; none for a request that never reached the model."""
+    profile = (record.get("ml") or {}).get("profile") or {}
+    functions: list[dict[str, Any]] = profile.get("top_functions") or []
+    return functions
+
+
 def profile_frame(record: dict[str, Any]) -> pd.DataFrame:
-    functions = (((record.get("ml") or {}).get("profile") or {}).get("top_functions")) or []
+    functions = _top_functions(record)
     return pd.DataFrame(
         [
             [
@@ -116,7 +123,7 @@ def profile_frame(record: dict[str, Any]) -> pd.DataFrame:
 
 def profile_chart(record: dict[str, Any]) -> str:
     """Horizontal bars, one pair per function: self time over cumulative time, on one scale."""
-    functions = (((record.get("ml") or {}).get("profile") or {}).get("top_functions")) or []
+    functions = _top_functions(record)
     if not functions:
         return "<p class='inferlog-empty'>No profile: this request was not profiled.</p>"
     longest = max(max(f["cumtime_ms"], f["tottime_ms"]) for f in functions) or 1.0
