@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from inferlog.api.schemas import ErrorResponse, FieldError
+from inferlog.bounded_text import shortened
 
 _REASONS = {
     "missing": "missing field",
@@ -44,10 +45,6 @@ LISTED_ERRORS = 50
 TEXT_CHARS = 256
 
 
-def shortened(text: str, limit: int = TEXT_CHARS) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
-
-
 def error_response(
     scope: Scope,
     status: int,
@@ -62,7 +59,12 @@ def error_response(
         message=shortened(message, 4 * TEXT_CHARS),
         transaction_id=state.get("transaction_id"),
         errors=[
-            e.model_copy(update={"field": shortened(e.field), "reason": shortened(e.reason)})
+            e.model_copy(
+                update={
+                    "field": shortened(e.field, TEXT_CHARS),
+                    "reason": shortened(e.reason, TEXT_CHARS),
+                }
+            )
             for e in errors[:LISTED_ERRORS]
         ],
         omitted=max(0, len(errors) - LISTED_ERRORS),

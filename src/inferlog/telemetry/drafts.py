@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import pydantic_core
 
+from inferlog.bounded_text import shortened
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml.predictor import Prediction
 from inferlog.telemetry.profiler import Capture, summarize
@@ -78,9 +79,7 @@ def log_safe(text: str, limit: int) -> str:
     with a note of how many were left out."""
     if _UNSAFE.search(text):
         text = _UNSAFE.sub(_escape, text)
-    if len(text) > limit:
-        text = f"{text[:limit]}… ({len(text) - limit} more characters)"
-    return text
+    return shortened(text, limit)
 
 
 def _ip_or_none(value: str | None) -> str | None:
