@@ -32,7 +32,7 @@ from inferlog.ml import dataset
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
 from inferlog.telemetry import profiler
-from inferlog.telemetry.drafts import Draft, InferenceDraft, build_record
+from inferlog.telemetry.drafts import Draft, InferenceDraft, RecordShape, build_record
 from inferlog.telemetry.profiler import InferenceProfiler, summarize
 from inferlog.telemetry.record import RequestRecord
 from inferlog.telemetry.spool import Spool
@@ -62,7 +62,8 @@ def main() -> None:
         duration_ns=1_000_000,
         inference=InferenceDraft("model", "v", x, False, capture, predictions),
     )
-    document = build_record(draft, "api", "1", "host", 10)
+    shape = RecordShape("api", "1", "host", top_functions=10, max_cases=20)
+    document = build_record(draft, shape)
     line = pydantic_core.to_json(document) + b"\n"
     spool = Spool(Path(tempfile.mkdtemp()), max_bytes=2**40)
     text = line.decode().strip()
@@ -97,7 +98,7 @@ def main() -> None:
             capture, 10
         ),
         "  alternative: summarize walking every call tree": summarize_cold,
-        "record as data (statistics included)": lambda: build_record(draft, "api", "1", "h", 10),
+        "record as data (statistics included)": lambda: build_record(draft, shape),
         "record to JSON (pydantic-core, no validation)": lambda: pydantic_core.to_json(document),
         "  alternative: validate with RequestRecord, then JSON": lambda: (
             RequestRecord.model_validate(document).model_dump_json(by_alias=True)

@@ -1,7 +1,8 @@
 """Record -> documents for the three indices, with deterministic `_id`s.
 
 - `ml-api-logs`: the whole record; `_id` = transaction id.
-- `ml-api-message`: one document per predicted case (a batch expands); `_id` = transaction id
+- `ml-api-message`: one document per predicted case the record keeps (a batch expands, up to
+  RECORD_MAX_CASES; `ml.omitted` in `ml-api-logs` counts the rest); `_id` = transaction id
   + row; every input feature a typed numeric field (`input.<feature>`), plus the prediction.
 - `ml-api-perfs`: two kinds of documents, told apart by `kind`:
   - `kind: request`, one per profiled request; `_id` = transaction id: timings, memory, call

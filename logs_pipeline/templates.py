@@ -115,6 +115,12 @@ def logs_mapping() -> dict[str, Any]:
                     "input": {"type": "object", "enabled": False},
                     "prediction": PREDICTION,
                     "probabilities": {"properties": {"malignant": DOUBLE, "benign": DOUBLE}},
+                    "omitted": {
+                        "properties": {
+                            "cases": INTEGER,
+                            "labels": {"properties": {"malignant": INTEGER, "benign": INTEGER}},
+                        }
+                    },
                     "profile": {
                         "properties": {
                             "profiled": BOOLEAN,

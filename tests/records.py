@@ -6,9 +6,11 @@ import datetime as dt
 
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
-from inferlog.telemetry.drafts import Draft, InferenceDraft, record_json
+from inferlog.telemetry.drafts import Draft, InferenceDraft, RecordShape, record_json
 from inferlog.telemetry.profiler import InferenceProfiler
 from inferlog.telemetry.record import RequestRecord
+
+SHAPE = RecordShape("api", "0.1.0", "host", top_functions=10, max_cases=20)
 
 
 def record(
@@ -33,4 +35,4 @@ def record(
         if status < 400
         else None,
     )
-    return RequestRecord.model_validate_json(record_json(draft, "api", "0.1.0", "host", 10))
+    return RequestRecord.model_validate_json(record_json(draft, SHAPE))

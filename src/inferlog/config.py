@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     )
     model_dir: Path = Field(Path("model"), description="directory of the model artifact and card")
     max_batch_size: int = Field(1000, ge=1, description="most cases in one batch request")
+    record_max_cases: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="most cases of a batch whose inputs and predictions its record keeps; the "
+        "rest are counted (ml.omitted), so a record stays under ~25 KB",
+    )
     max_body_bytes: int = Field(
         4_000_000, ge=1024, description="largest request body accepted, in bytes (else 413)"
     )

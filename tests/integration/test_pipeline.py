@@ -651,13 +651,13 @@ def test_a_body_too_large_is_split_and_only_a_document_over_the_limit_is_dead_le
 ) -> None:
     setup_templates(settings)
     expected = produce(settings, predictor, rounds=2)
-    big = CASES[:60]  # one record of 60 cases: its ml-api-logs document is over the limit
+    big = CASES[:60]  # its record keeps 20 cases: an ml-api-logs document over the limit
 
     def send(client: TestClient) -> None:
         assert client.post("/predict/batch", json=big).status_code == 200
 
     post_more(settings, predictor, send)
-    proxy.limit_body(40_000)
+    proxy.limit_body(18_000)  # the record is ~20 KB; its dead letter keeps 16 KB of it
     with Running(settings) as pipeline:
         wait_until(lambda: pipeline.counters.acknowledged == expected.logs + 1, 60)
     assert proxy.refused_bulk_requests > 0
@@ -666,7 +666,9 @@ def test_a_body_too_large_is_split_and_only_a_document_over_the_limit_is_dead_le
         (names(settings).logs, "document_too_large")
     ]
     assert counts(settings) == Expected(
-        logs=expected.logs, message=expected.message + len(big), perfs=expected.perfs + 1
+        logs=expected.logs,
+        message=expected.message + settings.record_max_cases,
+        perfs=expected.perfs + 1,
     )
     assert pending(redis_server, settings) == 0
 

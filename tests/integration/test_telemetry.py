@@ -388,6 +388,38 @@ def test_control_characters_never_reach_a_record_and_long_fields_are_capped(
         assert len(record["message"]) < 1100
 
 
+def test_a_batch_at_the_size_limit_makes_a_small_record_that_still_counts_every_label(
+    live: tuple[TestClient, FastAPI], redis_server: RedisServer
+) -> None:
+    client, app = live
+    settings = app.state.settings
+    held_out = dataset.held_out_cases()
+    cases = [held_out[n % len(held_out)] for n in range(settings.max_batch_size)]  # the limit
+    answer = client.post("/predict/batch", json=cases, headers={"X-Request-ID": "big-batch"})
+    assert answer.status_code == 200
+    labels = [p["label"] for p in answer.json()["predictions"]]
+    wait_shipped(app)
+    stream = redis_server.client().xrange(settings.redis_stream)
+    (text,) = [fields["record"] for _, fields in stream if '"big-batch"' in fields["record"]]
+    assert len(text) < 30_000  # ~880 bytes a case when every case was kept
+    ml = RequestRecord.model_validate_json(text).ml
+    assert ml is not None and ml.omitted is not None
+    kept = settings.record_max_cases
+    assert isinstance(ml.input, list) and isinstance(ml.prediction, list)
+    assert ml.batch_size == len(cases) and len(ml.input) == len(ml.prediction) == kept
+    assert [p.label for p in ml.prediction] == labels[:kept]
+    assert ml.omitted.cases == len(cases) - kept
+    assert ml.omitted.labels == {
+        "malignant": labels[kept:].count("malignant"),
+        "benign": labels[kept:].count("benign"),
+    }
+    stats = client.get("/logs/stats").json()
+    assert stats["labels"] == {
+        "malignant": labels.count("malignant"),
+        "benign": labels.count("benign"),
+    }
+
+
 def test_a_request_for_an_unknown_host_is_refused_and_recorded(
     live: tuple[TestClient, FastAPI], redis_server: RedisServer
 ) -> None:
@@ -455,13 +487,17 @@ def test_drift_finds_exactly_the_shifted_feature_in_the_live_window(
     client, app = live
     assert client.get("/drift").json()["enough_data"] is False
     traffic = offline_traffic(seed=5, drift={"concavity_mean": 2.0})
-    cases = [traffic.case() for _ in range(250)]
-    for start in range(0, 250, 50):
-        assert client.post("/predict/batch", json=cases[start : start + 50]).status_code == 200
+    cases = [traffic.case() for _ in range(300)]
+    kept = app.state.settings.record_max_cases
+    for start in range(0, 250, kept):  # batches whose records keep every case
+        batch = cases[start : min(start + kept, 250)]
+        assert client.post("/predict/batch", json=batch).status_code == 200
+    assert client.post("/predict/batch", json=cases[250:]).status_code == 200  # 50 cases
     client.post("/predict", json={"radius_mean": -1})  # errors carry no cases
     wait_shipped(app)
     report = client.get("/drift").json()
-    assert report["cases"] == 250
+    assert report["cases"] == 250 + kept
+    assert report["cases_not_recorded"] == 50 - kept
     assert report["drifted_features"] == ["concavity_mean"]
     assert report["histograms"]["concavity_mean"]["current"]
     feature = next(f for f in report["features"] if f["name"] == "concavity_mean")

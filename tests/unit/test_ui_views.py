@@ -31,8 +31,14 @@ def test_each_input_is_placed_against_its_training_range() -> None:
 def test_a_batch_shows_its_first_case_and_says_so() -> None:
     cases = [{"radius_mean": 10.0, "texture_mean": 10.0}, {"radius_mean": 99.0}]
     note, frame = inputs_frame(record(cases), FEATURES)
-    assert "batch of 2 cases" in note
+    assert "batch of 2 cases" in note and "keeps the first" not in note
     assert list(frame["value"]) == [10.0, 10.0]
+
+
+def test_a_batch_larger_than_its_record_says_how_many_cases_the_record_kept() -> None:
+    kept = [{"radius_mean": 10.0, "texture_mean": 10.0}] * 20
+    note, _ = inputs_frame({"ml": {"input": kept, "batch_size": 1000}}, FEATURES)
+    assert "batch of 1000 cases" in note and "keeps the first 20" in note
 
 
 def test_a_request_that_never_reached_the_model_has_no_inputs_and_no_profile() -> None:

@@ -22,7 +22,7 @@ from inferlog.api.routes import drift, examples, logs, meta, predict
 from inferlog.config import Settings, get_settings
 from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
-from inferlog.telemetry.drafts import Draft, record_json
+from inferlog.telemetry.drafts import Draft, RecordShape, record_json
 from inferlog.telemetry.live_log import LiveLog, connect
 from inferlog.telemetry.metrics import Metrics
 from inferlog.telemetry.middleware import TelemetryMiddleware
@@ -65,13 +65,17 @@ def make_shipper(settings: Settings) -> Shipper:
 def make_recorder(settings: Settings, shipper: Shipper) -> Callable[[Draft], None]:
     """Builds each request's record and hands it to the shipper; a failure costs the record
     (counted as `failed`, logged with its cause), never the response."""
-    host = socket.gethostname()
+    shape = RecordShape(
+        service_name=settings.service_name,
+        service_version=__version__,
+        host_name=socket.gethostname(),
+        top_functions=settings.profiling_top_n,
+        max_cases=settings.record_max_cases,
+    )
 
     def record(draft: Draft) -> None:
         try:
-            line = record_json(
-                draft, settings.service_name, __version__, host, settings.profiling_top_n
-            )
+            line = record_json(draft, shape)
         except Exception:
             shipper.count_failed()
             log.exception("could not build the record of transaction %s", draft.transaction_id)

@@ -134,26 +134,51 @@ def _message(draft: Draft, path: str, error_message: str | None) -> str:
     return f"{head} {p.label} p={p.probability_malignant:.2f}"
 
 
-def _ml_section(ml: InferenceDraft, latency_ms: float, top_n: int) -> dict[str, Any]:
-    rows = [dict(zip(FEATURE_NAMES, row, strict=True)) for row in ml.inputs.tolist()]
+@dataclass(frozen=True)
+class RecordShape:
+    """What every record of this API carries besides the request: who wrote it, and how much
+    of an inference it keeps."""
+
+    service_name: str
+    service_version: str
+    host_name: str
+    top_functions: int  # PROFILING_TOP_N
+    max_cases: int  # RECORD_MAX_CASES
+
+
+def _omitted(predictions: list[Prediction] | None, cases: int) -> dict[str, Any]:
+    """The cases of a batch past the record's share: counted, and their labels tallied, so the
+    statistics stay exact."""
+    omitted: dict[str, Any] = {"cases": cases}
+    if predictions is not None:
+        malignant = sum(p.label == "malignant" for p in predictions)
+        omitted["labels"] = {"malignant": malignant, "benign": len(predictions) - malignant}
+    return omitted
+
+
+def _ml_section(ml: InferenceDraft, latency_ms: float, shape: RecordShape) -> dict[str, Any]:
+    batch_size = len(ml.inputs)
+    kept = min(batch_size, shape.max_cases)
+    rows = [dict(zip(FEATURE_NAMES, row, strict=True)) for row in ml.inputs[:kept].tolist()]
     section: dict[str, Any] = {
         "model": {"name": ml.model_name, "version": ml.model_version},
-        "batch_size": len(rows),
+        "batch_size": batch_size,
         "input": rows if ml.batch else rows[0],
-        "profile": {**summarize(ml.capture, top_n), "latency_ms": latency_ms},
+        "profile": {**summarize(ml.capture, shape.top_functions), "latency_ms": latency_ms},
     }
     if ml.predictions is not None:
-        outcomes = [_outcome(p) for p in ml.predictions]
+        outcomes = [_outcome(p) for p in ml.predictions[:kept]]
         section["prediction"] = outcomes if ml.batch else outcomes[0]
+    if kept < batch_size:
+        rest = None if ml.predictions is None else ml.predictions[kept:]
+        section["omitted"] = _omitted(rest, batch_size - kept)
     if ml.probability_malignant is not None:
         p = ml.probability_malignant
         section["probabilities"] = {"malignant": p, "benign": 1.0 - p}
     return section
 
 
-def build_record(
-    draft: Draft, service_name: str, service_version: str, host_name: str, top_n: int
-) -> dict[str, Any]:
+def build_record(draft: Draft, shape: RecordShape) -> dict[str, Any]:
     """The record of one request, as plain data in the shape of `RequestRecord`."""
     request: dict[str, Any] = {"method": draft.method, "body": {"bytes": draft.request_bytes}}
     if draft.request_id is not None:  # well-formed only (the middleware checks it)
@@ -169,8 +194,8 @@ def build_record(
         "log": {"level": _level(draft.status)},
         "message": _message(draft, path, error_message),
         "transaction": {"id": draft.transaction_id},
-        "service": {"name": service_name, "version": service_version},
-        "host": {"name": host_name},
+        "service": {"name": shape.service_name, "version": shape.service_version},
+        "host": {"name": shape.host_name},
         "http": {
             "request": request,
             "response": {"status_code": draft.status, "body": {"bytes": draft.response_bytes}},
@@ -183,12 +208,10 @@ def build_record(
     if draft.error_type:
         document["error"] = {"type": draft.error_type, "message": error_message or ""}
     if draft.inference is not None:
-        document["ml"] = _ml_section(draft.inference, draft.duration_ns / 1e6, top_n)
+        document["ml"] = _ml_section(draft.inference, draft.duration_ns / 1e6, shape)
     return document
 
 
-def record_json(
-    draft: Draft, service_name: str, service_version: str, host_name: str, top_n: int
-) -> str:
-    document = build_record(draft, service_name, service_version, host_name, top_n)
+def record_json(draft: Draft, shape: RecordShape) -> str:
+    document = build_record(draft, shape)
     return pydantic_core.to_json(document).decode()

@@ -137,12 +137,21 @@ class Profile(_Strict):
     top_functions: list[HotFunction] = Field(default_factory=list)
 
 
+class OmittedCases(_Strict):
+    """The cases of a batch past RECORD_MAX_CASES: their inputs and predictions are not in the
+    record (the client had them in its answer), their number and labels are."""
+
+    cases: int = Field(ge=1)
+    labels: dict[Literal["malignant", "benign"], int] | None = None
+
+
 class Ml(_Strict):
     model: Model
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1, description="cases in the request, recorded or not")
     input: dict[str, float] | list[dict[str, float]]
     prediction: PredictionOutcome | list[PredictionOutcome] | None = None
     probabilities: dict[str, float] | None = None
+    omitted: OmittedCases | None = None
     profile: Profile
 
 

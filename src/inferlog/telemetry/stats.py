@@ -163,8 +163,12 @@ def _count(record: dict[str, Any], route_of: RouteOf, result: Tally, minute: dt.
     ml = record.get("ml")
     sums: tuple[float, float, float] | None = None
     functions: list[tuple[FunctionKey, int, float, float]] = []
+    omitted: dict[str, int] = {}
     if ml is not None:
         names += [f"label|{outcome['label']}" for outcome in _outcomes(ml)]
+        # A large batch's record keeps its first cases; the rest are only tallied.
+        labels = (ml.get("omitted") or {}).get("labels") or {}
+        omitted = {f"label|{label}": int(count) for label, count in labels.items()}
         profile = ml["profile"]
         sums = (float(profile["inference_ms"]), float(profile["cpu_ms"]), float(profile["rss_mb"]))
         names.append("inferences")
@@ -180,6 +184,7 @@ def _count(record: dict[str, Any], route_of: RouteOf, result: Tally, minute: dt.
                 for f in profile["top_functions"]
             ]
     result.minutes[minute].update(names)
+    result.minutes[minute].update(omitted)
     if sums is not None:
         totals = result.sums[minute]
         totals["inference_ms"] += sums[0]

@@ -187,18 +187,23 @@ def _drift(
     from inferlog.ml.drift import drift_report
 
     assert _reference is not None, "the reader process has no reference statistics"
-    records = 0
+    records = omitted = 0
     pairs: list[tuple[dict[str, float], float]] = []
     in_range = LogFilter(since=since, until=until)
     for record in _newest_first(window, since, until):
         records += 1
         if in_range.keeps(record):
-            pairs += cases_of(record)
+            cases = cases_of(record)
+            pairs += cases
+            if cases:
+                omitted += (record["ml"].get("omitted") or {}).get("cases", 0)
     inputs = matrix_of(case for case, _ in pairs)
     probabilities = np.array([p for _, p in pairs])
     report = drift_report(_reference, inputs, probabilities, min_cases, histograms)
     report = {"model_version": model_version, **report}
     report["records_read"] = records
+    # Cases of large batches past RECORD_MAX_CASES: predicted, not recorded, not compared.
+    report["cases_not_recorded"] = omitted
     report["truncated"] = records >= window.max_records
     return json.dumps(report).encode()
 

@@ -72,14 +72,18 @@ def inputs_frame(
     record: dict[str, Any], features: list[dict[str, Any]]
 ) -> tuple[str, pd.DataFrame]:
     """The case's inputs (a batch: its first case) beside the training range of each feature."""
-    given = (record.get("ml") or {}).get("input")
+    ml = record.get("ml") or {}
+    given = ml.get("input")
     if not given:
         return "No model inputs: the request did not reach the model.", pd.DataFrame(
             columns=INPUT_COLUMNS
         )
     note = "Inputs against the training range."
     if isinstance(given, list):
-        note = f"A batch of {len(given)} cases: the inputs of the first against the training range."
+        size = ml.get("batch_size", len(given))
+        note = f"A batch of {size} cases: the inputs of the first against the training range."
+        if size > len(given):
+            note += f" The record keeps the first {len(given)} (RECORD_MAX_CASES)."
         given = given[0]
     rows = []
     for feature in features:
