@@ -91,7 +91,7 @@ def serve_api(settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         log_config=logging_config(settings.log_level),
         access_log=False,
-        http="inferlog.api.header_timeout:HeaderTimeoutProtocol",
+        http="inferlog.api.header_limits:HeaderLimitsProtocol",
         timeout_keep_alive=settings.api_keep_alive_seconds,
         limit_concurrency=settings.api_max_connections,
         # X-Forwarded-For only from the proxies named; uvicorn trusts 127.0.0.1 by default,

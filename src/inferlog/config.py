@@ -32,6 +32,12 @@ class Settings(BaseSettings):
         description="a request's headers must arrive within this (else the connection is "
         "closed: half-sent requests cannot hold sockets)",
     )
+    api_max_header_bytes: int = Field(
+        32_768,
+        ge=1024,
+        description="largest request head (request line and headers) accepted, in bytes; "
+        "larger ones get 431 and the connection is closed",
+    )
     api_keep_alive_seconds: int = Field(
         5, ge=1, description="an idle kept-alive connection is closed after this"
     )

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 from inferlog.ml import dataset
 from tests.servers import RedisServer, api_process, wait_until
@@ -62,6 +63,38 @@ def test_half_sent_requests_neither_starve_health_nor_stay_open(
         # A complete request on a kept-alive connection is served as before.
         with httpx.Client(base_url=url) as client:
             assert [client.get("/health").status_code for _ in range(3)] == [200] * 3
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(5)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_headers_past_the_size_limit_get_431_and_the_connection_is_closed(
+    model_dir: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with api(model_dir, tmp_path, redis_server.url) as url:
+        port = int(url.rsplit(":", 1)[1])
+        head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head + b"X-Big: " + b"a" * 40_000)  # never finished
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 431 ")
+        # Headers sent without end: the server stops reading long before 50 MB.
+        with (
+            socket.create_connection(("127.0.0.1", port)) as sock,
+            pytest.raises((BrokenPipeError, ConnectionResetError)),
+        ):
+            sock.settimeout(10)
+            sock.sendall(head)
+            for n in range(50_000):
+                sock.sendall(b"X-More-%d: %s\r\n" % (n, b"a" * 1000))
+        # Under the limit, and a body of any size up to MAX_BODY_BYTES, are served.
+        assert httpx.get(f"{url}/health", headers={"X-Big": "a" * 20_000}).status_code == 200
+        padded = {"padding": "a" * 200_000}
+        assert httpx.post(f"{url}/predict", json=padded).status_code == 422
 
 
 def client_ip(url: str) -> str:
