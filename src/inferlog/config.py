@@ -67,7 +67,10 @@ class Settings(BaseSettings):
         "rest are counted (ml.omitted), so a record stays under ~25 KB",
     )
     max_body_bytes: int = Field(
-        4_000_000, ge=1024, description="largest request body accepted, in bytes (else 413)"
+        2_000_000,
+        ge=1024,
+        description="largest batch body accepted, in bytes (else 413); 1000 cases are ~0.8 MB "
+        "of JSON. One case (/predict, /predict_proba): 16 KiB",
     )
     top_features: int = Field(
         5, ge=1, le=30, description="contributing features returned per prediction"

@@ -187,7 +187,11 @@ def create_app(
     # and yields a record.
     # Inside the telemetry: a request for an unknown host is refused (400) and still recorded.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits=dict.fromkeys(("/predict", "/predict_proba"), predict.CASE_BODY_BYTES),
+    )
     app.add_middleware(
         TelemetryMiddleware,
         record=make_recorder(settings, shipper) if shipper else None,

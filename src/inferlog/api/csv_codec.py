@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import ValidationError
 
-from inferlog.api.errors import InputError
+from inferlog.api.errors import LISTED_ERRORS, InputError
 from inferlog.api.schemas import Case, FieldError
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml.predictor import Prediction
@@ -63,7 +64,8 @@ def parse_cases(body: bytes, max_rows: int) -> ParsedCsv:
                     )
                 ]
             )
-        lines = [first, *reader]
+        # One row past the limit is enough to refuse: the rest of the body is never parsed.
+        lines = [first, *itertools.islice(reader, max_rows + 1)]
     except csv.Error as exc:
         raise InputError([FieldError(field="body", reason=f"malformed CSV: {exc}")]) from exc
 
@@ -76,18 +78,25 @@ def parse_cases(body: bytes, max_rows: int) -> ParsedCsv:
         raise InputError([FieldError(field="body", reason="no cases after the header row")])
     if len(rows) > max_rows:
         raise InputError(
-            [FieldError(field="body", reason=f"{len(rows)} cases; at most {max_rows} per batch")]
+            [
+                FieldError(
+                    field="body", reason=f"more than {max_rows} cases; at most {max_rows} per batch"
+                )
+            ]
         )
 
     matrix = np.empty((len(rows), len(FEATURE_NAMES)), dtype=np.float64)
+    total = 0
     for offset, cells in enumerate(rows):
         line = offset + 2
-        row_errors, values = _parse_row(header, cells, line)
+        # Only the first LISTED_ERRORS problems are described (built); the rest are counted.
+        count, row_errors, values = _parse_row(header, cells, line, LISTED_ERRORS - len(errors))
+        total += count
         errors.extend(row_errors)
-        if not row_errors:
+        if not count:
             matrix[offset] = [values[name] for name in FEATURE_NAMES]
-    if errors:
-        raise InputError(errors)
+    if total:
+        raise InputError(errors, total)
     return ParsedCsv(header=header, rows=rows, matrix=matrix)
 
 
@@ -112,27 +121,34 @@ def _header_errors(header: list[str]) -> list[FieldError]:
 
 
 def _parse_row(
-    header: list[str], cells: list[str], line: int
-) -> tuple[list[FieldError], dict[str, float]]:
+    header: list[str], cells: list[str], line: int, room: int
+) -> tuple[int, list[FieldError], dict[str, float]]:
+    """The row's number of problems, the first `room` of them described, and its values."""
     if len(cells) != len(header):
         reason = f"{len(cells)} cells; the header has {len(header)} columns"
-        return [FieldError(field="row", row=line, reason=reason)], {}
-    errors: list[FieldError] = []
+        return 1, [FieldError(field="row", row=line, reason=reason)][:room], {}
+    bad: list[tuple[str, str]] = []
     values: dict[str, float] = {}
     for name, cell in zip(header, cells, strict=True):
         try:
             values[name] = float(cell)
         except ValueError:
-            errors.append(FieldError(field=name, row=line, reason=f"not a number: {cell!r}"))
-    if errors:
-        return errors, {}
+            bad.append((name, cell))
+    if bad:
+        described = [
+            FieldError(field=name, row=line, reason=f"not a number: {cell!r}")
+            for name, cell in bad[:room]
+        ]
+        return len(bad), described, {}
     try:
         Case.model_validate(values)
     except ValidationError as exc:
-        return [
-            FieldError(field=str(e["loc"][0]), row=line, reason=e["msg"]) for e in exc.errors()
-        ], {}
-    return [], values
+        problems = exc.errors(include_url=False)
+        described = [
+            FieldError(field=str(e["loc"][0]), row=line, reason=e["msg"]) for e in problems[:room]
+        ]
+        return len(problems), described, {}
+    return 0, [], values
 
 
 def write_results(parsed: ParsedCsv, predictions: list[Prediction]) -> str:

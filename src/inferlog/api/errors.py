@@ -32,10 +32,12 @@ class BodyTooLargeError(Exception):
 
 
 class InputError(Exception):
-    """Invalid input found by a route itself (CSV rows, batch limits): answered 422."""
+    """Invalid input found by a route itself (CSV rows, batch limits): answered 422.
+    `errors` may be the first of `total` problems: the rest are counted, not described."""
 
-    def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__(f"{len(errors)} invalid field(s)")
+    def __init__(self, errors: list[FieldError], total: int | None = None) -> None:
+        self.total = len(errors) if total is None else total
+        super().__init__(f"{self.total} invalid field(s)")
         self.errors = errors
 
 
@@ -51,9 +53,11 @@ def error_response(
     code: str,
     message: str,
     errors: list[FieldError] | None = None,
+    total: int | None = None,
 ) -> JSONResponse:
     state = scope.setdefault("state", {})
     errors = errors or []
+    total = len(errors) if total is None else total
     body = ErrorResponse(
         error=code,
         message=shortened(message, 4 * TEXT_CHARS),
@@ -67,54 +71,56 @@ def error_response(
             )
             for e in errors[:LISTED_ERRORS]
         ],
-        omitted=max(0, len(errors) - LISTED_ERRORS),
+        omitted=max(0, total - min(len(errors), LISTED_ERRORS)),
     )
     # For the request record; the 500 path sets the exception type itself.
     state.setdefault("error", {"type": code, "message": body.message})
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
-def field_errors(raw: Sequence[Any]) -> list[FieldError]:
-    """Pydantic / FastAPI error dicts -> `FieldError`s (location prefix and batch index split)."""
+def field_errors(raw: Sequence[Any], index: int | None = None) -> list[FieldError]:
+    """Pydantic / FastAPI error dicts -> `FieldError`s (location prefix and batch index split;
+    `index`: the case's, for the errors of one case validated on its own)."""
     errors = []
-    for e in raw:
+    for e in raw[:LISTED_ERRORS]:  # the rest are counted, not described
         loc = [part for part in e.get("loc", ()) if part not in ("body", "query", "path")]
-        index = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        case = loc.pop(0) if loc and isinstance(loc[0], int) else index
         field = ".".join(str(part) for part in loc) or "body"
         kind = e.get("type", "")
         if kind == "json_invalid":
             detail = e.get("ctx", {}).get("error", "malformed")
             reason = f"invalid JSON: {detail}"
-            index = None
+            case = None
         elif kind == "greater_than_equal":
             reason = f"impossible value: must be at least {e['ctx']['ge']}"
         elif kind == "less_than_equal":
             reason = f"implausible value: must be at most {e['ctx']['le']}"
         else:
             reason = _REASONS.get(kind, str(e.get("msg", "invalid value")))
-        errors.append(FieldError(field=field, reason=reason, index=index))
+        errors.append(FieldError(field=field, reason=reason, index=case))
     return errors
 
 
-def _validation_message(errors: list[FieldError]) -> str:
+def _validation_message(errors: list[FieldError], total: int) -> str:
     fields = sorted({e.field for e in errors})
     shown = ", ".join(shortened(f, 64) for f in fields[:5])
-    shown += f" and {len(fields) - 5} more" if len(fields) > 5 else ""
-    return f"{len(errors)} invalid field(s): {shown}"
+    shown += " and more" if len(fields) > 5 or total > len(errors) else ""
+    return f"{total} invalid field(s): {shown}"
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = field_errors(exc.errors())
-        return error_response(
-            request.scope, 422, "validation_error", _validation_message(errors), errors
-        )
+        raw = exc.errors()
+        errors = field_errors(raw)
+        message = _validation_message(errors, len(raw))
+        return error_response(request.scope, 422, "validation_error", message, errors, len(raw))
 
     @app.exception_handler(InputError)
     async def on_input(request: Request, exc: InputError) -> JSONResponse:
+        message = _validation_message(exc.errors, exc.total)
         return error_response(
-            request.scope, 422, "validation_error", _validation_message(exc.errors), exc.errors
+            request.scope, 422, "validation_error", message, exc.errors, exc.total
         )
 
     @app.exception_handler(BodyTooLargeError)
