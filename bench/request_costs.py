@@ -12,7 +12,7 @@ process (the scans of the window, one at a time, off the event loop), and the wa
 The CPU is read with psutil once the probe's records are in Redis: the records a request
 makes are part of its cost.
 
-    uv run python bench/request_costs.py [--repeat 10] [--records 10000]
+    .venv/bin/python bench/request_costs.py [--repeat 10] [--records 10000]
 
 Needs `redis-server` (apt-get install redis-server).
 """
