@@ -21,6 +21,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -262,8 +263,9 @@ def prepare_indices(client: Elasticsearch, settings: Settings) -> None:
 
 def setup(settings: Settings) -> int:
     """The kibana_system password (if given), the retention policy, the index templates and
-    first indices, the Kibana saved objects (if KIBANA_URL is set): everything the full stack
-    needs before the pipeline starts."""
+    first indices, the pipeline's role and user (if PIPELINE_ELASTICSEARCH_PASSWORD is set), the
+    Kibana saved objects (if KIBANA_URL is set): everything the full stack needs before the
+    pipeline starts."""
     client = elasticsearch_client(settings)
     if settings.kibana_system_password:
         client.security.change_password(
@@ -272,6 +274,18 @@ def setup(settings: Settings) -> int:
         )
         log.info("kibana_system password set")
     prepare_indices(client, settings)
+    if settings.pipeline_elasticsearch_password:
+        from logs_pipeline import templates
+
+        user = templates.PIPELINE_USER
+        client.security.put_role(name=user, **templates.pipeline_role(names(settings)))
+        client.security.put_user(
+            username=user,
+            password=settings.pipeline_elasticsearch_password.get_secret_value(),
+            roles=[user],
+            full_name="inferlog logs pipeline",
+        )
+        log.info("role and user %s: write %s", user, ", ".join(astuple(names(settings))))
     if settings.kibana_url:
         import httpx
 

@@ -18,6 +18,7 @@ policy (servers without ILM, such as OpenSearch and its test doubles): indices g
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from typing import Any
 
 from inferlog.features import FEATURE_NAMES
@@ -34,6 +35,7 @@ DATE = {"type": "date"}
 
 SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0}
 POLICY_NAME = "inferlog-retention"
+PIPELINE_USER = "inferlog-pipeline"  # and its role's name
 ROLLOVER = {"max_age": "1d", "max_primary_shard_size": "50gb"}
 FIRST_GENERATION = "000001"  # rollover increments a trailing `-<number>`, keeping its width
 
@@ -237,3 +239,25 @@ def index_templates(
             "_meta": {"managed_by": "inferlog logs_pipeline setup"},
         }
     return templates
+
+
+def pipeline_role(names: IndexNames) -> dict[str, Any]:
+    """Body of `PUT _security/role/<PIPELINE_USER>`: what the long-running pipeline does, and
+    nothing more. It writes documents by id through the aliases `setup` made (`index`: a
+    redelivered record overwrites its own documents), reads the aliases' metadata, and counts
+    documents for `status` (`_cat/indices`: `monitor`, on the cluster and the indices); the
+    cluster's `monitor` also covers `GET /`, which it calls on connecting. Templates, ILM,
+    aliases and rollover stay with `setup` (run as an administrator); ILM rolls indices over
+    as the user who wrote the policy."""
+    return {
+        "cluster": ["monitor"],
+        "indices": [
+            {
+                # Each alias and its generations (`ml-api-logs-000001`...), nothing else.
+                "names": sorted(f"{alias}*" for alias in astuple(names)),
+                "privileges": ["index", "view_index_metadata", "monitor"],
+                "allow_restricted_indices": False,
+            }
+        ],
+        "metadata": {"managed_by": "inferlog logs_pipeline setup"},
+    }

@@ -4,9 +4,11 @@ It does two test-only jobs, so the product code talks to it unmodified, over HTT
 official client:
 - the shim: osmem answers 406 to the client's `application/vnd.elasticsearch+json;
   compatible-with=8` media type, so the proxy rewrites it to plain JSON / NDJSON. osmem has
-  no index lifecycle management: the proxy keeps `PUT _ilm/policy/<name>` bodies itself
-  (`ilm_policies`) and takes the `index.lifecycle.*` settings out of index templates (keeping
-  them in `lifecycle_settings`), as Elasticsearch would store them;
+  no index lifecycle management and no security: the proxy keeps `PUT _ilm/policy/<name>`,
+  `PUT _security/role/<name>` and `PUT _security/user/<name>` bodies itself
+  (`ilm_policies`, `roles`, `users`) and takes the `index.lifecycle.*` settings out of index
+  templates (keeping them in `lifecycle_settings`), as Elasticsearch would store them. It
+  notes every request's method and path (`requests`);
 - fault injection, on bulk requests only, without forwarding what it refuses:
   `fail(n, status)` answers the next n with that status (401 expired credentials, 403 missing
   privileges, 429 or 503 an overloaded cluster); `limit_body(n)` answers 413 to bodies over n
@@ -51,6 +53,9 @@ class SearchProxy:
         self.poison: bytes | None = None
         self.item_failures: list[tuple[int, int]] = []  # (items, status) per bulk response
         self.ilm_policies: dict[str, dict[str, object]] = {}
+        self.roles: dict[str, dict[str, object]] = {}
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.users: dict[str, dict[str, object]] = {}
         self.lifecycle_settings: dict[str, dict[str, object]] = {}
         self.bulk_requests = 0
         self.refused_bulk_requests = 0
@@ -65,6 +70,18 @@ class SearchProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                proxy.requests.append((self.command, self.path.split("?")[0]))
+                if self.path.startswith("/_security/") and self.command in ("PUT", "POST"):
+                    # osmem has no security: the bodies are kept as Elasticsearch keeps them.
+                    kind, _, name = (
+                        self.path.split("?")[0].removeprefix("/_security/").partition("/")
+                    )
+                    kept = proxy.roles if kind == "role" else proxy.users
+                    kept[name] = json.loads(body or b"{}")
+                    self._reply(
+                        200, {"role": {"created": True}} if kind == "role" else {"created": True}
+                    )
+                    return
                 if self.path.startswith("/_ilm/policy/") and self.command == "PUT":
                     name = self.path.split("?")[0].removeprefix("/_ilm/policy/")
                     proxy.ilm_policies[name] = json.loads(body or b"{}")

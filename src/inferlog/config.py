@@ -1,7 +1,9 @@
-"""All configuration, in one settings object read from the environment and `.env`.
+"""All configuration, in one settings object read from the environment, `.env` and secret files.
 
 Every field is documented in `.env.example` and in the README's configuration table; a test
-checks that the three agree.
+checks that the three agree. Where `/run/secrets` exists (Docker's secrets), a file there named
+after a field (`redis_password`, `elasticsearch_password`...) gives its value, after the
+environment and `.env`: passwords stay out of `docker inspect`.
 """
 
 from __future__ import annotations
@@ -9,9 +11,18 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
+
+SECRETS_DIR = Path("/run/secrets")
 
 
 class Settings(BaseSettings):
@@ -104,7 +115,12 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis connection URL (a password goes in the URL)",
+        description="Redis connection URL (a password goes in the URL, or in REDIS_PASSWORD)",
+    )
+    redis_password: SecretStr | None = Field(
+        None,
+        description="Redis password, used when REDIS_URL has none (compose: the secret file "
+        "/run/secrets/redis_password)",
     )
     redis_stream: str = Field("inferlog:requests", description="stream key of the records")
     redis_group: str = Field("logs-pipeline", description="consumer group of the logs pipeline")
@@ -166,6 +182,11 @@ class Settings(BaseSettings):
     )
     elasticsearch_username: str | None = Field(None, description="basic-auth user")
     elasticsearch_password: SecretStr | None = Field(None, description="basic-auth password")
+    pipeline_elasticsearch_password: SecretStr | None = Field(
+        None,
+        description="when set, `setup` creates the role and user `inferlog-pipeline` (write "
+        "the ml-api-* indices, nothing else) with this password, for the long-running pipeline",
+    )
     elasticsearch_api_key: SecretStr | None = Field(None, description="API key (instead of basic)")
     elasticsearch_ca_certs: Path | None = Field(None, description="CA bundle for TLS")
     index_logs: str = Field("ml-api-logs", description="index of every request record")
@@ -210,6 +231,21 @@ class Settings(BaseSettings):
         None, description="when set, `setup` gives the kibana_system user this password"
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Secret files only where the directory exists (pydantic-settings warns otherwise).
+        sources = (init_settings, env_settings, dotenv_settings)
+        if SECRETS_DIR.is_dir():
+            sources += (SecretsSettingsSource(settings_cls, secrets_dir=SECRETS_DIR),)
+        return sources
+
     @field_validator("api_keys", "api_read_keys", "allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -235,6 +271,19 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and not data.get("api_url") and data.get("api_port"):
             data = {**data, "api_url": f"http://127.0.0.1:{data['api_port']}"}
         return data
+
+    @model_validator(mode="after")
+    def _redis_password_into_the_url(self) -> Settings:
+        # One URL for every Redis client (the API, its reader process, the pipeline).
+        parts = urlsplit(self.redis_url.get_secret_value())
+        if self.redis_password is None or parts.password is not None:
+            return self
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        host = parts.netloc.rpartition("@")[2]
+        user = quote(parts.username, safe="") if parts.username else ""
+        url = urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+        object.__setattr__(self, "redis_url", SecretStr(url))  # the model is frozen
+        return self
 
     @model_validator(mode="after")
     def _keys_if_required(self) -> Settings:

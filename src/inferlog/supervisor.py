@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -69,6 +69,7 @@ class Child:
     quick_exits: int = 0  # exits within START_GRACE of a start, in a row
     crashes: int = 0  # exits since it last ran for STABLE_AFTER: sets the restart delay
     restart_at: float | None = None  # when a crashed child is due to start again
+    stdin: str | None = field(default=None, repr=False)  # written once, then closed
 
     def start(self, out: IO[str]) -> None:
         self.started_at = time.monotonic()
@@ -76,12 +77,16 @@ class Child:
         self.process = subprocess.Popen(
             self.args,
             env=self.env,
+            stdin=subprocess.DEVNULL if self.stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the children
         )
+        if self.process.stdin is not None:
+            self.process.stdin.write(self.stdin or "")
+            self.process.stdin.close()
         self.pump = threading.Thread(target=self._copy, args=(out,), daemon=True)
         self.pump.start()
 
@@ -116,6 +121,14 @@ class Child:
         self.kill_leftovers()
         if self.pump is not None:
             self.pump.join(5)
+
+
+def redis_password_config(password: str | None) -> str:
+    """The `requirepass` line for redis-server's stdin, from REDIS_URL's (quoted) password."""
+    if not password:
+        return ""
+    plain = unquote(password).replace("\\", "\\\\").replace('"', '\\"')
+    return f'requirepass "{plain}"\n'
 
 
 class EmbeddedRedis:
@@ -191,8 +204,10 @@ class Supervisor:
                     self.settings.redis_maxmemory,
                     "--maxmemory-policy",
                     "noeviction",
+                    "-",  # and the password, if any, from stdin: not on the command line
                 ],
                 self._env(),
+                stdin=redis_password_config(url.password),
             )
             child.start(self.out)
             self.children.append(child)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -885,3 +886,32 @@ def test_items_refused_for_now_in_a_bulk_answer_are_sent_again_and_counted_once(
     for index in (names(settings).logs, names(settings).message, names(settings).perfs):
         assert pipeline.counters.documents[index] == client.count(index=index)["count"], index
     assert pending(redis_server, settings) == 0
+
+
+def test_setup_gives_the_pipeline_a_user_whose_role_covers_every_call_it_makes_and_no_more(
+    settings: Settings, predictor: Predictor, proxy: SearchProxy
+) -> None:
+    password = "pipeline-password-for-tests"
+    with_user = settings.model_copy(update={"pipeline_elasticsearch_password": SecretStr(password)})
+    assert setup(with_user) == 0
+    user = proxy.users["inferlog-pipeline"]
+    assert user["password"] == password and user["roles"] == ["inferlog-pipeline"]
+    role = proxy.roles["inferlog-pipeline"]
+    assert role["cluster"] == ["monitor"]  # no manage, no security, no all
+    (grant,) = role["indices"]
+    aliases = {names(settings).logs, names(settings).message, names(settings).perfs}
+    assert {pattern.rstrip("*") for pattern in grant["names"]} >= aliases
+    assert all(pattern.startswith("ml-api-") for pattern in grant["names"])
+    assert set(grant["privileges"]) == {"index", "view_index_metadata", "monitor"}
+    assert grant["allow_restricted_indices"] is False
+    # What the pipeline then asks of the cluster, while it indexes and when `status` counts:
+    # GET / needs cluster monitor, _bulk needs `index` on the aliases it names, _cat/indices
+    # needs monitor on both (Elasticsearch's security privileges reference).
+    proxy.requests.clear()
+    expected = produce(settings, predictor, rounds=1)
+    with Running(settings) as pipeline:
+        wait_until(lambda: pipeline.counters.acknowledged == expected.logs, 60)
+    assert run_cli(settings, "status").returncode == 0
+    assert set(proxy.requests) == {("GET", "/"), ("PUT", "/_bulk"), ("GET", "/_cat/indices")}
+    written = {doc["_index"] for doc in es(settings).search(index="ml-api-*")["hits"]["hits"]}
+    assert written and all(any(fnmatch(i, p) for p in grant["names"]) for i in written)

@@ -48,12 +48,14 @@ def run_env(model_dir: Path, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("redis", ["redis-server", "embedded"])
+@pytest.mark.parametrize("server", ["redis-server", "redis-server with a password", "embedded"])
 def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
-    redis: str, model_dir: Path, tmp_path: Path
+    server: str, model_dir: Path, tmp_path: Path
 ) -> None:
     env = run_env(model_dir, tmp_path)
-    if redis == "redis-server":
+    if server.endswith("password"):  # as a .env written for compose would have it
+        env["REDIS_PASSWORD"] = "run-test-password-1"
+    if server.startswith("redis-server"):
         require_binary("redis-server")
     else:  # no redis-server on PATH: the embedded server takes over
         env["PATH"] = str(Path(sys.executable).parent)
@@ -76,6 +78,15 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
             sent.append(response.json()["transaction_id"])
         indices = tmp_path / "data" / "indices"
         wait_until(lambda: set(sent) <= indexed_ids(indices), 60, process)
+        if "REDIS_PASSWORD" in env:  # the redis-server started requires it: it was not in argv
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis.from_url(env["REDIS_URL"]).ping()
+            redis_argv = " ".join(
+                " ".join(p.info["cmdline"] or [])
+                for p in psutil.process_iter(["cmdline"])
+                if "redis-server" in " ".join(p.info["cmdline"] or [])
+            )
+            assert env["REDIS_PASSWORD"] not in redis_argv
         # Read while running: the spool's segments go once shipped and stopped.
         files = [*(tmp_path / "data" / "spool").glob("*.ndjson"), *indices.glob("*.ndjson")]
         file_modes = {f: f.stat().st_mode & 0o777 for f in files}
@@ -123,7 +134,7 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
         stats = httpx.get(f"{api}/logs/stats")
         assert stats.status_code == 200, stats.text
         memory = stats.json()["stream"]["redis_memory"]
-        if redis == "redis-server":  # the budget make run gives it, reported by the API
+        if server.startswith("redis-server"):  # the budget make run gives it, reported by the API
             assert memory["max_bytes"] == 64 * 2**20 and memory["policy"] == "noeviction"
             assert 0 < memory["used_share"] < 1
         else:
@@ -142,7 +153,7 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
     # index files 0600 (Redis makes its own files, inside its 0700 directory).
     data = tmp_path / "data"
     directories = [data / "spool", data / "indices"]
-    if redis == "redis-server":
+    if server.startswith("redis-server"):
         directories.append(data / "redis")
     assert [oct(d.stat().st_mode & 0o777) for d in directories] == ["0o700"] * len(directories)
     assert [f"{f.name} {oct(mode)}" for f, mode in file_modes.items() if mode != 0o600] == []

