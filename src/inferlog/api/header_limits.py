@@ -1,31 +1,54 @@
-"""The API's HTTP protocol: uvicorn's (httptools), plus limits on a request's headers.
+"""The API's HTTP protocol: uvicorn's (httptools), plus limits on a request's head.
 
 - **A deadline.** uvicorn times out idle keep-alive connections, but not a connection that has
   sent part of a request's headers (or nothing at all): such sockets stay open for good, and
   enough of them use up the process's file descriptors, so `/health` fails (slowloris). Here
-  the headers of each request must be complete within API_HEADER_TIMEOUT_SECONDS of the
+  the head of each request must be complete within API_HEADER_TIMEOUT_SECONDS of the
   connection opening, or of the request's first byte on a kept-alive connection; else the
   connection is closed.
-- **A size.** httptools buffers headers without a limit (h11's `h11_max_incomplete_event_size`
-  does not apply to it): headers still incomplete after API_MAX_HEADER_BYTES get a 431 and the
-  connection is closed. The count is checked after each read, so it may pass the limit by
-  one read (64 KiB at most) before the answer.
+- **A size.** httptools buffers a head without a limit (uvicorn's
+  `h11_max_incomplete_event_size` applies to h11 only). A head larger than
+  API_MAX_HEADER_BYTES gets a 431 and the connection is closed, before the request reaches
+  the app. The size is the request line's target and the headers, counted as the parser
+  hands them over, and, while a head is still incomplete after a read, the bytes read since
+  it began: httptools holds a header's bytes until the header ends, so one endless header is
+  cut off as soon as a read passes the limit. In the read where a head begins, the bytes of
+  the previous request's body are left out (a kept-alive client's next head is not charged
+  for them); the heads of earlier requests pipelined into the same read are not.
+
+A refused request never reaches the app, so it has no record; the API's log does not list it
+either (uvicorn answers malformed requests the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inferlog.config import get_settings
 
-TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: application/json\r\nconnection: close\r\ncontent-length: 52\r\n\r\n"
-    b'{"detail":"the request headers are too large (431)"}'
-)
+HEADER_LINE_OVERHEAD = 4  # ": " and CRLF, which the parser does not hand over
+
+
+def too_large_response(limit: int) -> bytes:
+    body = json.dumps(
+        {
+            "error": "request_header_fields_too_large",
+            "message": f"the request's head is larger than {limit} bytes",
+            "transaction_id": None,
+            "errors": [],
+            "omitted": 0,
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        "content-type: application/json\r\nconnection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class HeaderLimitsProtocol(HttpToolsProtocol):
@@ -33,9 +56,14 @@ class HeaderLimitsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         settings = get_settings()
         self._header_deadline = settings.api_header_timeout_seconds
-        self._max_header_bytes = settings.api_max_header_bytes
+        self._max_head_bytes = settings.api_max_header_bytes
         self._header_timer: asyncio.TimerHandle | None = None
-        self._header_bytes = 0  # read while the headers were incomplete
+        self._in_head = False
+        self._head_bytes = 0  # the target and headers the parser has handed over
+        self._read_in_head = 0  # bytes read since the head began, while it is incomplete
+        self._began_in_read = False
+        self._body_in_read = 0  # body bytes the parser handed over from the current read
+        self._refused = False
 
     def _arm(self) -> None:
         self._disarm()
@@ -51,28 +79,61 @@ class HeaderLimitsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def _refuse(self) -> None:
+        self._refused = True
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(too_large_response(self._max_head_bytes))
+            self.transport.close()
+
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._began_in_read, self._body_in_read = False, 0
         super().data_received(data)
-        if self._header_timer is None or self.transport.is_closing():
-            return  # the headers are complete (a body is not counted)
-        self._header_bytes += len(data)
-        if self._header_bytes > self._max_header_bytes:
-            self._disarm()
-            self.transport.write(TOO_LARGE)
-            self.transport.close()
+        if self._refused or not self._in_head:
+            return
+        if self._began_in_read:
+            self._read_in_head = len(data) - self._body_in_read
+        else:
+            self._read_in_head += len(data)
+        if max(self._head_bytes, self._read_in_head) > self._max_head_bytes:
+            self._refuse()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = 0
+        self._in_head = self._began_in_read = True
+        self._head_bytes = self._read_in_head = 0
         self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_bytes += len(name) + len(value) + HEADER_LINE_OVERHEAD
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._in_head = False
+        if self._head_bytes > self._max_head_bytes:
+            self._refuse()  # the request is not started
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_in_read += len(body)
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
