@@ -344,8 +344,8 @@ def test_the_drift_tab_shows_the_drifted_feature_when_opened_and_plots_it(
     page: Page, api: Process, screenshots: Path
 ) -> None:
     traffic = offline_traffic(seed=21, drift={"compactness_worst": 2.5})
-    for _ in range(4):
-        batch = [traffic.case() for _ in range(60)]
+    for _ in range(12):  # batches of 20: every case in its record (RECORD_MAX_CASES)
+        batch = [traffic.case() for _ in range(20)]
         assert httpx.post(f"{api.url}/predict/batch", headers=KEYED, json=batch).status_code == 200
     wait_until(lambda: httpx.get(f"{api.url}/drift", headers=KEYED).json()["cases"] >= 240, 30)
     open_tab(page, "Drift")  # nothing else clicked

@@ -20,11 +20,22 @@ class ApiError(RuntimeError):
         self.status = status  # None: no answer at all
 
 
+# A kept-alive connection is dropped by the client well before the API closes it (after
+# API_KEEP_ALIVE_SECONDS, at least 1 s): with the same delay on both sides, a request sent on
+# a connection the server is closing at that moment fails with no answer.
+KEEPALIVE_SECONDS = 0.5
+
+
 class ApiClient:
     def __init__(self, base_url: str, timeout: float = 30.0, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            headers=headers,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
+        )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
