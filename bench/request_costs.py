@@ -40,6 +40,7 @@ import redis
 from api_latency import drained, free_port, process, wait_ready
 from live_reads import fill_stream
 
+from inferlog.api.routes.predict import CASE_BODY_BYTES
 from inferlog.config import Settings
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml import dataset
@@ -87,6 +88,7 @@ def probes(settings: Settings, transaction_id: str) -> list[Probe]:
     header = ",".join(FEATURE_NAMES)
     rows = [",".join(str(case[name]) for name in FEATURE_NAMES) for case in batch]
     many_keys = filled(lambda n: b'"k%07d":0' % n, b"{", b"}", limit)
+    case_keys = filled(lambda n: b'"k%07d":0' % n, b"{", b"}", CASE_BODY_BYTES)
     huge_key = json.dumps({**cases[0], "k" * (limit - 2000): 1}).encode()
     bad_batch = json.dumps([dict.fromkeys(FEATURE_NAMES, "x")] * settings.max_batch_size)
     many_items = filled(lambda n: b"{}", b"[", b"]", limit)
@@ -129,6 +131,13 @@ def probes(settings: Settings, transaction_id: str) -> list[Probe]:
         ),
         Probe(
             "POST /predict",
+            f"{len(case_keys) // 1000} KB of unknown keys: the most it admits",
+            "POST",
+            "/predict",
+            {"content": case_keys, "headers": json_type},
+        ),
+        Probe(
+            "POST /predict",
             f"one key of {len(huge_key) // 1000} KB",
             "POST",
             "/predict",
@@ -140,6 +149,13 @@ def probes(settings: Settings, transaction_id: str) -> list[Probe]:
             "POST",
             "/predict_proba",
             {"content": many_keys, "headers": json_type},
+        ),
+        Probe(
+            "POST /predict_proba",
+            f"{len(case_keys) // 1000} KB of unknown keys: the most it admits",
+            "POST",
+            "/predict_proba",
+            {"content": case_keys, "headers": json_type},
         ),
         Probe(
             "POST /predict/batch",

@@ -2,7 +2,7 @@
 
 Every field is documented in `.env.example` and in the README's configuration table; a test
 checks that the three agree. Where `/run/secrets` exists (Docker's secrets), a file there named
-after a field (`redis_password`, `elasticsearch_password`...) gives its value, after the
+after a field (`redis_url`, `elasticsearch_password`...) gives its value, after the
 environment and `.env`: passwords stay out of `docker inspect`.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -115,12 +114,8 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis connection URL (a password goes in the URL, or in REDIS_PASSWORD)",
-    )
-    redis_password: SecretStr | None = Field(
-        None,
-        description="Redis password, used when REDIS_URL has none (compose: the secret file "
-        "/run/secrets/redis_password)",
+        description="Redis connection URL (a password goes in the URL; the redis-server "
+        "`make run` starts then requires it)",
     )
     redis_stream: str = Field("inferlog:requests", description="stream key of the records")
     redis_group: str = Field("logs-pipeline", description="consumer group of the logs pipeline")
@@ -241,7 +236,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Secret files only where the directory exists (pydantic-settings warns otherwise).
-        sources = (init_settings, env_settings, dotenv_settings)
+        sources: tuple[PydanticBaseSettingsSource, ...] = (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+        )
         if SECRETS_DIR.is_dir():
             sources += (SecretsSettingsSource(settings_cls, secrets_dir=SECRETS_DIR),)
         return sources
@@ -271,19 +270,6 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and not data.get("api_url") and data.get("api_port"):
             data = {**data, "api_url": f"http://127.0.0.1:{data['api_port']}"}
         return data
-
-    @model_validator(mode="after")
-    def _redis_password_into_the_url(self) -> Settings:
-        # One URL for every Redis client (the API, its reader process, the pipeline).
-        parts = urlsplit(self.redis_url.get_secret_value())
-        if self.redis_password is None or parts.password is not None:
-            return self
-        password = quote(self.redis_password.get_secret_value(), safe="")
-        host = parts.netloc.rpartition("@")[2]
-        user = quote(parts.username, safe="") if parts.username else ""
-        url = urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
-        object.__setattr__(self, "redis_url", SecretStr(url))  # the model is frozen
-        return self
 
     @model_validator(mode="after")
     def _keys_if_required(self) -> Settings:

@@ -185,6 +185,7 @@ class Supervisor:
                 "redis",
                 [
                     binary,
+                    "-",  # the password, if any, from stdin: not on the command line (first: 6.x)
                     "--port",
                     str(port),
                     "--bind",
@@ -204,7 +205,6 @@ class Supervisor:
                     self.settings.redis_maxmemory,
                     "--maxmemory-policy",
                     "noeviction",
-                    "-",  # and the password, if any, from stdin: not on the command line
                 ],
                 self._env(),
                 stdin=redis_password_config(url.password),

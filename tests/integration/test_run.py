@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx2 as httpx
 import psutil
@@ -53,8 +54,9 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
     server: str, model_dir: Path, tmp_path: Path
 ) -> None:
     env = run_env(model_dir, tmp_path)
-    if server.endswith("password"):  # as a .env written for compose would have it
-        env["REDIS_PASSWORD"] = "run-test-password-1"
+    password = 'run-test "pass\\word"'  # quotes and a backslash: quoted in its config
+    if server.endswith("password"):
+        env["REDIS_URL"] = env["REDIS_URL"].replace("//", f"//:{quote(password, safe='')}@")
     if server.startswith("redis-server"):
         require_binary("redis-server")
     else:  # no redis-server on PATH: the embedded server takes over
@@ -78,15 +80,13 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
             sent.append(response.json()["transaction_id"])
         indices = tmp_path / "data" / "indices"
         wait_until(lambda: set(sent) <= indexed_ids(indices), 60, process)
-        if "REDIS_PASSWORD" in env:  # the redis-server started requires it: it was not in argv
+        if server.endswith("password"):  # the redis-server started requires it, not in argv
+            port = int(env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
             with pytest.raises(redis.AuthenticationError):
-                redis.Redis.from_url(env["REDIS_URL"]).ping()
-            redis_argv = " ".join(
-                " ".join(p.info["cmdline"] or [])
-                for p in psutil.process_iter(["cmdline"])
-                if "redis-server" in " ".join(p.info["cmdline"] or [])
-            )
-            assert env["REDIS_PASSWORD"] not in redis_argv
+                redis.Redis(port=port).ping()
+            assert redis.Redis(port=port, password=password).ping()
+            argv = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+            assert not [line for line in argv if "redis-server" in line and "pass" in line]
         # Read while running: the spool's segments go once shipped and stopped.
         files = [*(tmp_path / "data" / "spool").glob("*.ndjson"), *indices.glob("*.ndjson")]
         file_modes = {f: f.stat().st_mode & 0o777 for f in files}

@@ -76,27 +76,30 @@ def test_redis_has_a_memory_budget_and_refuses_rather_than_evicts() -> None:
     assert SERVICES["redis"]["environment"]["REDIS_MAXMEMORY"] == "${REDIS_MAXMEMORY:-1gb}"
 
 
-def test_no_password_is_in_a_command_line_or_an_environment_but_kibanas() -> None:
+def test_no_password_of_ours_is_on_a_command_line_or_in_an_environment() -> None:
     secrets = COMPOSE["secrets"]
-    assert {s["environment"] for s in secrets.values()} == {
-        "REDIS_PASSWORD",
-        "ELASTIC_PASSWORD",
-        "KIBANA_PASSWORD",
-        "PIPELINE_ELASTICSEARCH_PASSWORD",
+    assert {name: spec["file"] for name, spec in secrets.items()} == {
+        name: f"./secrets/{name}"
+        for name in (
+            "redis_password",
+            "redis_url",
+            "elastic_password",
+            "kibana_password",
+            "pipeline_elasticsearch_password",
+        )
     }
     for name, service in SERVICES.items():
         shown = yaml.safe_dump([service.get("command"), service.get("environment")])
-        allowed = {"${KIBANA_PASSWORD}"} if name == "kibana" else set()
-        assert set(re.findall(r"\$\{[A-Z_]*PASSWORD[^}]*\}", shown)) == allowed, name
-        assert "redis://:" not in shown, name  # no password in a URL either
-    es = SERVICES["elasticsearch"]
-    assert es["environment"]["xpack.security.enabled"] == "true"
-    assert es["environment"]["ELASTIC_PASSWORD_FILE"] == "/run/secrets/elastic_password"
+        # Elastic's own images read their passwords from their environment only.
+        allowed = {"elasticsearch": {"ELASTIC"}, "kibana": {"KIBANA"}}.get(name, set())
+        assert set(re.findall(r"\$\{([A-Z]+)_PASSWORD", shown)) == allowed, name
+        assert "REDIS_URL" not in shown and "redis://" not in shown, name  # a secret file
+    assert SERVICES["elasticsearch"]["environment"]["xpack.security.enabled"] == "true"
     assert SERVICES["kibana"]["environment"]["ELASTICSEARCH_USERNAME"] == "kibana_system"
 
 
 def secret_files(name: str) -> set[str]:
-    """The files under /run/secrets a service reads, by the setting each gives."""
+    """The files under /run/secrets a service reads."""
     return {
         entry if isinstance(entry, str) else entry.get("target", entry["source"])
         for entry in SERVICES[name].get("secrets", [])
@@ -114,12 +117,47 @@ def test_the_pipeline_writes_as_its_own_user_and_only_setup_is_the_superuser() -
         "kibana_system_password",
         "pipeline_elasticsearch_password",
     }
-    assert secret_files("pipeline") == {"redis_password", "elasticsearch_password"}
-    assert secret_files("api") == {"redis_password"}
+    assert secret_files("pipeline") == {"redis_url", "elasticsearch_password"}
+    assert secret_files("api") == {"redis_url"}
     for name in ("setup", "pipeline", "api"):
-        assert secret_files(name) <= settings, name  # each file names a setting
-    pipeline_secret = next(e for e in SERVICES["pipeline"]["secrets"] if isinstance(e, dict))
-    assert pipeline_secret["source"] == "pipeline_elasticsearch_password"  # not elastic's
+        assert secret_files(name) <= settings, name  # each file gives a setting its value
+    sources = {e["target"]: e["source"] for e in SERVICES["pipeline"]["secrets"] if "target" in e}
+    assert sources == {"elasticsearch_password": "pipeline_elasticsearch_password"}
+
+
+def test_make_secrets_writes_the_env_passwords_where_compose_reads_them(tmp_path: Path) -> None:
+    env = "REDIS_PASSWORD=r3d1s\nELASTIC_PASSWORD=el4stic\nKIBANA_PASSWORD=k1bana\n"
+    (tmp_path / ".env").write_text(env + "PIPELINE_ELASTICSEARCH_PASSWORD=\n")
+
+    def make_secrets() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "-s", "-f", str(ROOT / "Makefile"), "secrets"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    refused = make_secrets()
+    assert (
+        refused.returncode != 0 and "set PIPELINE_ELASTICSEARCH_PASSWORD in .env" in refused.stderr
+    )
+    (tmp_path / ".env").write_text(env + "PIPELINE_ELASTICSEARCH_PASSWORD=p1pe\n")
+    assert make_secrets().returncode == 0
+    written = {path.name: path.read_text() for path in (tmp_path / "secrets").iterdir()}
+    assert written == {
+        "redis_password": "r3d1s",
+        "redis_url": "redis://:r3d1s@redis:6379/0",
+        "elastic_password": "el4stic",
+        "kibana_password": "k1bana",
+        "pipeline_elasticsearch_password": "p1pe",
+    }
+    assert {spec["file"].removeprefix("./secrets/") for spec in COMPOSE["secrets"].values()} == set(
+        written
+    )
+    assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700  # the owner's only
+    # Readable by the containers' non-root users, through the bind mount.
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "secrets").iterdir()} == {0o644}
 
 
 def test_the_compose_file_is_valid_against_the_compose_specification(tmp_path: Path) -> None:
@@ -147,8 +185,8 @@ def test_the_compose_file_is_valid_against_the_compose_specification(tmp_path: P
 
     result = config(ROOT / "docker-compose.yml", env)
     assert result.returncode == 0, result.stderr
-    missing = config(ROOT / "docker-compose.yml", {**env, "REDIS_PASSWORD": ""})
-    assert missing.returncode != 0 and "set REDIS_PASSWORD in .env" in missing.stderr
+    missing = config(ROOT / "docker-compose.yml", {**env, "ELASTIC_PASSWORD": ""})
+    assert missing.returncode != 0 and "set ELASTIC_PASSWORD in .env" in missing.stderr
     misspelt = tmp_path / "docker-compose.yml"
     misspelt.write_text((ROOT / "docker-compose.yml").read_text().replace("cap_drop:", "cap_dorp:"))
     invalid = config(misspelt, env)
