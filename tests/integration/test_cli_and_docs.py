@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import httpx2 as httpx
@@ -76,6 +77,28 @@ def test_the_ui_and_simulate_reach_the_api_on_api_port_unless_api_url_says_other
     assert local.api_url == "http://127.0.0.1:8123"
     given = Settings(_env_file=None, api_port=8123, api_url="http://api:8000")
     assert given.api_url == "http://api:8000"
+
+
+def test_docker_secret_files_give_settings_their_values_after_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferlog import config
+
+    (tmp_path / "redis_url").write_text("redis://:from-file@redis:6379/0\n")
+    (tmp_path / "elasticsearch_password").write_text("es-from-file")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("ELASTICSEARCH_PASSWORD", raising=False)
+    monkeypatch.setattr(config, "SECRETS_DIR", tmp_path)
+    read = Settings(_env_file=None)
+    assert read.redis_url.get_secret_value() == "redis://:from-file@redis:6379/0"
+    assert read.elasticsearch_password is not None
+    assert read.elasticsearch_password.get_secret_value() == "es-from-file"
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6390/0")  # the environment wins
+    assert Settings(_env_file=None).redis_url.get_secret_value() == "redis://127.0.0.1:6390/0"
+    monkeypatch.setattr(config, "SECRETS_DIR", tmp_path / "absent")  # no directory: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Settings(_env_file=None).redis_url.get_secret_value() == "redis://127.0.0.1:6390/0"
 
 
 def test_every_setting_is_in_env_example_and_the_readme_table() -> None:
