@@ -127,7 +127,12 @@ def redis_password_config(password: str | None) -> str:
     """The `requirepass` line for redis-server's stdin, from REDIS_URL's (quoted) password."""
     if not password:
         return ""
-    plain = unquote(password).replace("\\", "\\\\").replace('"', '\\"')
+    # Inside double quotes Redis reads \xHH: quotes, backslashes and control characters
+    # (a line break would start another directive) are written that way.
+    plain = "".join(
+        f"\\x{ord(c):02x}" if c in '"\\' or ord(c) < 32 or ord(c) == 127 else c
+        for c in unquote(password)
+    )
     return f'requirepass "{plain}"\n'
 
 

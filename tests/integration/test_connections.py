@@ -118,6 +118,49 @@ def test_headers_past_the_size_limit_get_431_and_the_connection_is_closed(
         assert statuses == [b"422", b"200"], answers[:300]
 
 
+def test_a_refused_head_answers_after_the_requests_before_it_and_runs_none_after_it(
+    model_dir: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with api(model_dir, tmp_path, redis_server.url) as url:
+        port = int(url.rsplit(":", 1)[1])
+        cases = dataset.held_out_cases()
+        body = json.dumps([cases[n % len(cases)] for n in range(1000)]).encode()  # ~0.1 s
+        batch = b"POST /predict/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        batch += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        big = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n"
+        after = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(batch + body + big + after)  # pipelined: one after the other
+            answers = read_until_closed(sock)
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", answers) == [b"200", b"431"]
+        assert b'"count":1000' in answers.replace(b" ", b"")  # the batch's own answer, whole
+
+
+def test_endless_trailers_after_a_chunked_body_are_cut_off(
+    model_dir: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with api(model_dir, tmp_path, redis_server.url) as url:
+        port = int(url.rsplit(":", 1)[1])
+        head = b"POST /predict/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        head += b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        with (
+            socket.create_connection(("127.0.0.1", port)) as sock,
+            pytest.raises((BrokenPipeError, ConnectionResetError)),
+        ):
+            sock.settimeout(10)
+            sock.sendall(head + b"2\r\n[]\r\n0\r\nX-Trailer: ")
+            for _ in range(50_000):
+                sock.sendall(b"a" * 1000)
+        # Many small chunks are framing, not trailers: served.
+        chunks = b"".join(b"1\r\n%s\r\n" % bytes([c]) for c in b"[" + b" " * 5000 + b"]")
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(10)
+            sock.sendall(head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+            sock.sendall(chunks + b"0\r\n\r\n")
+            answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 422 "), answer[:200]  # an empty batch: read whole
+
+
 def client_ip(url: str) -> str:
     case = dataset.held_out_examples()["benign"]
     answer = httpx.post(f"{url}/predict", json=case, headers={"X-Forwarded-For": "6.6.6.6"})

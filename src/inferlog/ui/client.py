@@ -34,7 +34,11 @@ class ApiClient:
             base_url=self.base_url,
             timeout=timeout,
             headers=headers,
-            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
+            limits=httpx.Limits(  # httpx's default pool sizes, a shorter keep-alive
+                max_connections=100,
+                max_keepalive_connections=20,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+            ),
         )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
