@@ -62,25 +62,11 @@ simulate: install
 up: secrets
 	docker compose up -d --build
 
-# Compose's file secrets (docker-compose.yml), written from the passwords in .env: no password
-# on a command line or in an environment that `docker inspect` shows. The directory is the
-# owner's only; its files are readable by the containers' own non-root users, which see them
-# through a bind mount. The apps' REDIS_URL (password included) is a secret file too.
-SECRETS := REDIS_PASSWORD ELASTIC_PASSWORD KIBANA_PASSWORD PIPELINE_ELASTICSEARCH_PASSWORD
-
-secrets: .env
-	@mkdir -p secrets && chmod 700 secrets
-	@for name in $(SECRETS); do \
-		value=$$(sed -n "s/^$$name=//p" .env | tail -n 1); \
-		if [ -z "$$value" ]; then echo "set $$name in .env" >&2; exit 1; fi; \
-		file=secrets/$$(echo $$name | tr 'A-Z' 'a-z'); \
-		printf '%s' "$$value" > $$file && chmod 644 $$file; \
-	done
-	@printf 'redis://:%s@redis:6379/0' "$$(cat secrets/redis_password)" > secrets/redis_url
-	@chmod 644 secrets/redis_url
-
-.env:
-	@echo "no .env: copy .env.example to .env and set its passwords and keys" >&2; exit 1
+# Compose's file secrets (docker-compose.yml), written from the passwords in .env to secrets/
+# (src/inferlog/compose_secrets.py): no password on a command line or in an environment that
+# `docker inspect` shows.
+secrets: install
+	$(RUN) python -m inferlog secrets
 
 down:
 	docker compose down

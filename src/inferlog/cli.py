@@ -113,6 +113,18 @@ def run(settings: Settings) -> int:
     return Supervisor(settings).run()
 
 
+def write_compose_secrets(env_file: Path, out: Path) -> int:
+    from inferlog.compose_secrets import SecretsError, write_secrets
+
+    try:
+        written = write_secrets(env_file, out)
+    except SecretsError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("wrote %s", ", ".join(str(path) for path in written))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="inferlog", description=__doc__)
@@ -124,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         "run", help="train the model if missing, then start Redis, the API, the UI and the pipeline"
     )
     commands.add_parser("simulate", help="send realistic traffic to the API (see its --help)")
+    secrets_cmd = commands.add_parser(
+        "secrets", help="write the passwords in .env to secrets/ for docker compose (make up)"
+    )
+    secrets_cmd.add_argument("--env-file", type=Path, default=Path(".env"))
+    secrets_cmd.add_argument("--out", type=Path, default=Path("secrets"))
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # its options belong to its own parser
         from inferlog.simulate import main as simulate_main
@@ -136,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return train(args.model_dir)
     if args.command == "api":
         return serve_api(settings)
+    if args.command == "secrets":
+        return write_compose_secrets(args.env_file, args.out)
     return run(settings)
 
 

@@ -126,12 +126,18 @@ def test_the_pipeline_writes_as_its_own_user_and_only_setup_is_the_superuser() -
 
 
 def test_make_secrets_writes_the_env_passwords_where_compose_reads_them(tmp_path: Path) -> None:
-    env = "REDIS_PASSWORD=r3d1s\nELASTIC_PASSWORD=el4stic\nKIBANA_PASSWORD=k1bana\n"
-    (tmp_path / ".env").write_text(env + "PIPELINE_ELASTICSEARCH_PASSWORD=\n")
+    """`make up` runs `make secrets` (`python -m inferlog secrets`) first."""
+    assert re.search(r"^up: secrets$", (ROOT / "Makefile").read_text(), re.M)
+    # .env as Compose reads it: quotes, a comment, CRLF line ends.
+    env = (
+        "REDIS_PASSWORD=r3d1s\r\nELASTIC_PASSWORD='el4 stic=1'\r\n"
+        'KIBANA_PASSWORD="k1bana" # the kibana_system user\r\n'
+    )
+    (tmp_path / ".env").write_text(env + "PIPELINE_ELASTICSEARCH_PASSWORD=\r\n", newline="")
 
     def make_secrets() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["make", "-s", "-f", str(ROOT / "Makefile"), "secrets"],
+            [sys.executable, "-m", "inferlog", "secrets"],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -139,25 +145,28 @@ def test_make_secrets_writes_the_env_passwords_where_compose_reads_them(tmp_path
         )
 
     refused = make_secrets()
-    assert (
-        refused.returncode != 0 and "set PIPELINE_ELASTICSEARCH_PASSWORD in .env" in refused.stderr
-    )
-    (tmp_path / ".env").write_text(env + "PIPELINE_ELASTICSEARCH_PASSWORD=p1pe\n")
+    assert refused.returncode == 1 and "set PIPELINE_ELASTICSEARCH_PASSWORD in" in refused.stderr
+    assert not (tmp_path / "secrets").exists()
+    (tmp_path / ".env").write_text(env + "PIPELINE_ELASTICSEARCH_PASSWORD=p1pe\r\n", newline="")
     assert make_secrets().returncode == 0
     written = {path.name: path.read_text() for path in (tmp_path / "secrets").iterdir()}
     assert written == {
         "redis_password": "r3d1s",
         "redis_url": "redis://:r3d1s@redis:6379/0",
-        "elastic_password": "el4stic",
+        "elastic_password": "el4 stic=1",
         "kibana_password": "k1bana",
         "pipeline_elasticsearch_password": "p1pe",
     }
-    assert {spec["file"].removeprefix("./secrets/") for spec in COMPOSE["secrets"].values()} == set(
-        written
-    )
+    mounted = {spec["file"].removeprefix("./secrets/") for spec in COMPOSE["secrets"].values()}
+    assert mounted == set(written)
     assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700  # the owner's only
     # Readable by the containers' non-root users, through the bind mount.
     assert {p.stat().st_mode & 0o777 for p in (tmp_path / "secrets").iterdir()} == {0o644}
+    (tmp_path / ".env").write_text(
+        env.replace("r3d1s", "p@ss/word") + "PIPELINE_ELASTICSEARCH_PASSWORD=x\n"
+    )
+    unsafe = make_secrets()
+    assert unsafe.returncode == 1 and "REDIS_PASSWORD may hold" in unsafe.stderr
 
 
 def test_the_compose_file_is_valid_against_the_compose_specification(tmp_path: Path) -> None:
