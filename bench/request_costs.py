@@ -57,6 +57,7 @@ class Probe:
     path: str
     send: dict[str, Any] = field(default_factory=dict)  # httpx arguments
     repeat: int | None = None  # default: --repeat
+    single_cases_first: bool = False  # add DRIFT_MAX_CASES one-case records to the window first
 
 
 @dataclass
@@ -111,7 +112,12 @@ def probes(settings: Settings, transaction_id: str) -> list[Probe]:
         ),
         Probe("GET /logs/{id}", "one record", "GET", f"/logs/{transaction_id}"),
         Probe("GET /logs/stats", "the window's statistics", "GET", "/logs/stats"),
-        Probe("GET /drift", "the whole window, with histograms", "GET", "/drift"),
+        Probe(
+            "GET /drift",
+            "a window of the largest records (DRIFT_MAX_CASES reached first)",
+            "GET",
+            "/drift",
+        ),
     ]
     return [
         Probe("GET /health", "", "GET", "/health"),
@@ -201,6 +207,13 @@ def probes(settings: Settings, transaction_id: str) -> list[Probe]:
         ),
         *reads,
         Probe(
+            "GET /drift",
+            "the newest records single cases: DRIFT_MAX_CASES records read",
+            "GET",
+            "/drift",
+            single_cases_first=True,
+        ),
+        Probe(
             "DELETE /logs",
             "every record acknowledged (the window removed)",
             "DELETE",
@@ -287,6 +300,11 @@ def main() -> None:
             print(f"filling the window to {args.records} records", file=sys.stderr)
             ids = fill_stream(r, stream, template, args.records)
             for probe in probes(settings, ids[-1]):
+                if probe.single_cases_first:  # the worst window for /drift: one case a record
+                    assert client.post("/predict", json=cases[0]).status_code == 200
+                    drained(r, stream, 0.5)
+                    one = json.loads(r.xrevrange(stream, count=1)[0][1]["record"])
+                    fill_stream(r, stream, one, r.xlen(stream) + settings.drift_max_cases)
                 cost = measure(client, api, r, stream, probe, probe.repeat or args.repeat)
                 costs.append(cost)
                 print(

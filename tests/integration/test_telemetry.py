@@ -506,6 +506,27 @@ def test_drift_finds_exactly_the_shifted_feature_in_the_live_window(
     assert future["cases"] == 0 and future["enough_data"] is False
 
 
+def test_drift_compares_the_newest_cases_up_to_its_limit_and_says_it_left_older_ones_out(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    from tests.traffic import offline_traffic
+
+    settings = make_settings(model_dir, tmp_path, redis_server.url, drift_max_cases=100)
+    app = create_app(settings, predictor)
+    steady = offline_traffic(seed=7)
+    shifted = offline_traffic(seed=8, drift={"concavity_mean": 2.0})
+    with TestClient(app, headers={"X-API-Key": ADMIN_KEY}) as client:
+        for traffic in (shifted, steady):  # the steady cases are the newest
+            for _ in range(5):
+                batch = [traffic.case() for _ in range(20)]
+                assert client.post("/predict/batch", json=batch).status_code == 200
+        wait_shipped(app)
+        report = client.get("/drift").json()
+        assert report["cases"] == 100 and report["truncated"] is True
+        assert report["records_read"] == 5  # the scan stopped there
+        assert report["drifted_features"] == []  # only the steady, newest cases compared
+
+
 def test_two_requests_with_one_client_request_id_are_two_records(
     live: tuple[TestClient, FastAPI], redis_server: RedisServer
 ) -> None:

@@ -182,23 +182,31 @@ def _drift(
     model_version: str,
     since: dt.datetime | None,
     until: dt.datetime | None,
-    min_cases: int,
+    cases: tuple[int, int],
     histograms: bool,
 ) -> bytes:
+    """The drift report of the newest cases in range: at most `cases[1]`, a verdict from
+    `cases[0]` on. The reference holds 455 training cases: beyond a few thousand current ones
+    the tests barely change, while the scan's cost grows with every record read."""
     from inferlog.features import matrix_of
     from inferlog.ml.drift import drift_report
 
     assert _reference is not None, "the reader process has no reference statistics"
+    min_cases, max_cases = cases
     records = omitted = 0
     pairs: list[tuple[dict[str, float], float]] = []
     in_range = LogFilter(since=since, until=until)
     for record in _newest_first(window, since, until):
         records += 1
         if in_range.keeps(record):
-            cases = cases_of(record)
-            pairs += cases
-            if cases:
+            found = cases_of(record)
+            pairs += found
+            if found:
                 omitted += (record["ml"].get("omitted") or {}).get("cases", 0)
+            if len(pairs) >= max_cases:
+                break
+    enough = len(pairs) >= max_cases
+    pairs = pairs[:max_cases]
     inputs = matrix_of(case for case, _ in pairs)
     probabilities = np.array([p for _, p in pairs])
     report = drift_report(_reference, inputs, probabilities, min_cases, histograms)
@@ -206,7 +214,8 @@ def _drift(
     report["records_read"] = records
     # Cases of large batches past RECORD_MAX_CASES: predicted, not recorded, not compared.
     report["cases_not_recorded"] = omitted
-    report["truncated"] = records >= window.max_records
+    # Older cases in range were left out: DRIFT_MAX_CASES reached, or SCAN_MAX_RECORDS read.
+    report["truncated"] = enough or records >= window.max_records
     return orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -294,12 +303,11 @@ class WindowReader:
         model_version: str,
         since: dt.datetime | None,
         until: dt.datetime | None,
-        min_cases: int,
+        cases: tuple[int, int],
         histograms: bool,
     ) -> bytes:
-        return await self._run(
-            _drift, self.window, model_version, since, until, min_cases, histograms
-        )
+        """`cases`: (DRIFT_MIN_CASES, DRIFT_MAX_CASES)."""
+        return await self._run(_drift, self.window, model_version, since, until, cases, histograms)
 
     async def delete_acknowledged(self) -> dict[str, int]:
         return await self._run(_delete_acknowledged, self.window)

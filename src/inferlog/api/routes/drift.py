@@ -30,6 +30,10 @@ async def drift(
 ) -> Response:
     with redis_errors():
         body = await request.app.state.window_reader.drift(
-            predictor.version, as_utc(since), as_utc(until), settings.drift_min_cases, histograms
+            predictor.version,
+            as_utc(since),
+            as_utc(until),
+            (settings.drift_min_cases, settings.drift_max_cases),
+            histograms,
         )
     return json_body(body)
