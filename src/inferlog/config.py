@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         description="most records a filtered /logs or /drift reads from the window (in the "
         "API's reader process)",
     )
+    scan_max_bytes: int = Field(
+        40_000_000,
+        ge=10_000,
+        description="most bytes of records a filtered /logs or /drift reads from the window "
+        "(checked per record; 40 MB is 10,000 one-case records, 1,900 of the largest)",
+    )
     drift_min_cases: int = Field(
         50, ge=10, description="fewest cases /drift and drift-report give a verdict on"
     )

@@ -527,6 +527,22 @@ def test_drift_compares_the_newest_cases_up_to_its_limit_and_says_it_left_older_
         assert report["drifted_features"] == []  # only the steady, newest cases compared
 
 
+def test_a_filtered_scan_stops_at_its_byte_budget_and_says_it_was_cut_short(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, predictor: Predictor
+) -> None:
+    settings = make_settings(model_dir, tmp_path, redis_server.url, scan_max_bytes=20_000)
+    app = create_app(settings, predictor)
+    with TestClient(app, headers={"X-API-Key": ADMIN_KEY}) as client:
+        for _ in range(10):
+            assert client.post("/predict", json=MALIGNANT).status_code == 200
+        wait_shipped(app)
+        page = client.get("/logs", params={"status": "599"}).json()  # nothing matches
+        # Each record is ~4 KB: the scan stops at the record that passes 20,000 bytes.
+        assert 4 <= page["scanned"] <= 6 and page["truncated"] is True
+        everything = client.get("/logs", params={"status": "2xx", "limit": 3}).json()
+        assert everything["count"] == 3 and everything["truncated"] is False
+
+
 def test_two_requests_with_one_client_request_id_are_two_records(
     live: tuple[TestClient, FastAPI], redis_server: RedisServer
 ) -> None:

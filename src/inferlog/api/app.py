@@ -92,6 +92,7 @@ def window_of(settings: Settings) -> Window:
         group=settings.redis_group,
         window_seconds=settings.live_window_seconds,
         max_records=settings.scan_max_records,
+        max_bytes=settings.scan_max_bytes,
     )
 
 
