@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 import time
@@ -119,8 +120,9 @@ def test_the_contribution_chart_colours_each_direction_and_its_legend_names_both
 
 
 def test_a_value_outside_the_bounds_is_refused_before_any_request(page: Page, api: Process) -> None:
+    since = dt.datetime.now(dt.UTC).isoformat()
     before = httpx.get(
-        f"{api.url}/logs", headers=KEYED, params={"path": "/predict", "limit": 1000}
+        f"{api.url}/logs", headers=KEYED, params={"path": "/predict", "since": since}
     ).json()
     field = page.locator("#field-radius_mean input")
     field.fill("1000")
@@ -128,7 +130,7 @@ def test_a_value_outside_the_bounds_is_refused_before_any_request(page: Page, ap
     expect(page.get_by_text(re.compile("greater than maximum value", re.I)).first).to_be_visible()
     time.sleep(1.0)
     after = httpx.get(
-        f"{api.url}/logs", headers=KEYED, params={"path": "/predict", "limit": 1000}
+        f"{api.url}/logs", headers=KEYED, params={"path": "/predict", "since": since}
     ).json()
     assert after["count"] == before["count"]
     expect(page.locator("#answer")).not_to_contain_text("MALIGNANT")
@@ -225,30 +227,34 @@ def test_the_logs_live_toggle_shows_new_requests_without_a_click(page: Page, api
     )
 
 
-def stats_polls(api: Process) -> int:
-    """How many times the UI has read /logs/stats (each read is a record in the window)."""
+def stats_polls(api: Process, since: str) -> int:
+    """How many times the UI has read /logs/stats since `since` (each read is a record in the
+    window; a test's few dozen at most, under the page limit)."""
     page = httpx.get(
-        f"{api.url}/logs", headers=KEYED, params={"path": "/logs/stats", "limit": 1000}
+        f"{api.url}/logs",
+        headers=KEYED,
+        params={"path": "/logs/stats", "since": since, "limit": 200},
     ).json()
     count: int = page["count"]
     return count
 
 
 def test_the_monitoring_tab_polls_only_while_it_is_open(page: Page, api: Process) -> None:
+    since = dt.datetime.now(dt.UTC).isoformat()
     open_tab(page, "Monitoring")
     expect(page.locator("#request-count")).to_have_text(re.compile(r"\d+"))
     open_tab(page, "Predict")
     # Settled: no new poll for more than a polling period (one may have been on its way).
-    settled = [stats_polls(api)]
+    settled = [stats_polls(api, since)]
     while len(settled) < 2 or settled[-1] != settled[-2]:
         assert len(settled) < 6, settled
         time.sleep(3.5)
-        settled.append(stats_polls(api))
+        settled.append(stats_polls(api, since))
     time.sleep(7.0)  # two polling periods and more
-    assert stats_polls(api) == settled[-1]
+    assert stats_polls(api, since) == settled[-1]
     before = settled[-1]
     open_tab(page, "Monitoring")
-    wait_until(lambda: stats_polls(api) >= before + 2, 15)  # on opening, then every 3 s
+    wait_until(lambda: stats_polls(api, since) >= before + 2, 15)  # on opening, then every 3 s
 
 
 def test_selecting_a_logs_row_explains_that_request_as_get_logs_id_records_it(

@@ -5,10 +5,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from inferlog.features import FEATURE_NAMES, matrix_of
 from inferlog.ml.artifacts import load_artifacts
-from inferlog.ml.drift import MIN_DISTANCE, drift_report
+from inferlog.ml.drift import ALPHA, MIN_DISTANCE, drift_report
 from inferlog.ml.predictor import Predictor
 from tests.traffic import offline_traffic
 
@@ -67,3 +68,18 @@ def test_below_the_minimum_there_is_no_verdict(reference: dict[str, Any]) -> Non
     assert report["enough_data"] is False
     assert "not enough data" in report["message"]
     assert "features" not in report
+
+
+@pytest.mark.parametrize("cases", [50, 300, 2000])
+@pytest.mark.parametrize("drift", [None, {"radius_mean": 0.3, "area_se": 0.3}])
+def test_p_values_stay_within_a_hundredth_of_the_exact_test_with_the_same_verdicts(
+    reference: dict[str, Any], predictor: Predictor, cases: int, drift: dict[str, float] | None
+) -> None:
+    x = simulated(cases, seed=1, drift=drift)
+    report = drift_report(reference, x, predictor.probabilities(x), 50, with_histograms=False)
+    threshold = ALPHA / len(FEATURE_NAMES)
+    for column, feature in enumerate(report["features"]):
+        sample = np.asarray(reference["features"][feature["name"]]["sample"])
+        exact = stats.ks_2samp(sample, x[:, column], method="exact").pvalue
+        assert feature["p_value"] == pytest.approx(exact, abs=0.01), feature["name"]
+        assert (feature["p_value"] < threshold) == (exact < threshold), feature["name"]

@@ -43,7 +43,10 @@ class FeatureDrift:
 
 
 def compare(name: str, reference: np.ndarray, current: np.ndarray, tests: int) -> FeatureDrift:
-    result = stats.ks_2samp(reference, current)
+    # Asymptotic p-values: scipy's default "exact" method costs O(n*m) per feature (0.34 s for
+    # 31 tests of 5000 cases against 455) and differs little at these sizes
+    # (tests/unit/test_drift.py measures it).
+    result = stats.ks_2samp(reference, current, method="asymp")
     spread = float(reference.std()) or 1.0
     distance = float(stats.wasserstein_distance(reference, current)) / spread
     p_value = float(result.pvalue)
