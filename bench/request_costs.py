@@ -40,6 +40,7 @@ import redis
 from api_latency import drained, free_port, process, wait_ready
 from live_reads import fill_stream
 
+from inferlog.api.routes.logs import MAX_PAGE
 from inferlog.api.routes.predict import CASE_BODY_BYTES
 from inferlog.config import Settings
 from inferlog.features import FEATURE_NAMES
@@ -97,12 +98,17 @@ def probes(settings: Settings, transaction_id: str) -> list[Probe]:
     many_rows = header.encode() + b"\n" + row * ((limit - len(header) - 1) // len(row))
     wide_header = filled(lambda n: b"c%d" % n, b"", b"\n", limit)
     reads = [
-        Probe("GET /logs", "limit=1000, the newest records", "GET", "/logs?limit=1000"),
+        Probe(
+            "GET /logs",
+            f"a page of {MAX_PAGE} of the largest records",
+            "GET",
+            f"/logs?limit={MAX_PAGE}&path=/predict/batch&status=200",
+        ),
         Probe(
             "GET /logs",
             "a filter no record matches: the whole scan",
             "GET",
-            "/logs?limit=1000&status=599",
+            f"/logs?limit={MAX_PAGE}&status=599",
         ),
         Probe(
             "GET /logs",
@@ -319,7 +325,9 @@ def main() -> None:
         f"{args.records} records of {record_bytes // 1000} KB in the window; MAX_BODY_BYTES "
         f"{settings.max_body_bytes}, MAX_BATCH_SIZE {settings.max_batch_size}, "
         f"RECORD_MAX_CASES {settings.record_max_cases}, SCAN_MAX_RECORDS "
-        f"{settings.scan_max_records}; ms of CPU per request, mean of {args.repeat}\n"
+        f"{settings.scan_max_records}, SCAN_MAX_BYTES {settings.scan_max_bytes}, "
+        f"DRIFT_MAX_CASES {settings.drift_max_cases}, /logs pages of {MAX_PAGE}; "
+        f"ms of CPU per request, mean of {args.repeat}\n"
     )
     print("| route | the request | answer | API CPU ms | reader CPU ms | wall ms |")
     print("|---|---|---|---:|---:|---:|")
