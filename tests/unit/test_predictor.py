@@ -1,29 +1,39 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.special import logit
 
 from inferlog.features import FEATURE_NAMES, FEATURES
 from inferlog.ml import dataset
+from inferlog.ml.artifacts import load_artifacts
 from inferlog.ml.predictor import Predictor
 
 
-def test_contributions_add_up_exactly_to_the_log_odds(predictor: Predictor) -> None:
-    x = dataset.split().x_test[:20]
-    intercept = predictor._linear.intercept_[0]
-    contributions = predictor.contributions(x)
-    proba = predictor.probabilities(x)
-    np.testing.assert_allclose(contributions.sum(axis=1) + intercept, logit(proba), rtol=1e-9)
+def test_the_contributions_of_every_feature_add_up_to_the_log_odds(model_dir: Path) -> None:
+    artifacts = load_artifacts(model_dir)
+    explained = Predictor(artifacts, top_features=len(FEATURE_NAMES))
+    intercept = artifacts.estimator[-1].intercept_[0]
+    predictions = explained.predict(dataset.split().x_test[:20])
+    for p in predictions:
+        assert sorted(c.name for c in p.top_features) == sorted(FEATURE_NAMES)
+        total = intercept + sum(c.contribution for c in p.top_features)
+        assert total == pytest.approx(logit(p.probability_malignant), rel=1e-9)
 
 
-def test_top_features_are_the_largest_contributions_in_order(predictor: Predictor) -> None:
+def test_top_features_are_the_largest_contributions_in_order(
+    predictor: Predictor, model_dir: Path
+) -> None:
     x = dataset.split().x_test[:5]
+    every = Predictor(load_artifacts(model_dir), top_features=len(FEATURE_NAMES)).predict(x)
     for row, prediction in enumerate(predictor.predict(x)):
-        magnitudes = [abs(c.contribution) for c in prediction.top_features]
-        assert magnitudes == sorted(magnitudes, reverse=True)
-        assert len(magnitudes) == predictor.top_features
-        assert magnitudes[0] == pytest.approx(np.abs(predictor.contributions(x)[row]).max())
+        assert len(prediction.top_features) == predictor.top_features < len(FEATURE_NAMES)
+        ranked = sorted(every[row].top_features, key=lambda c: abs(c.contribution), reverse=True)
+        assert [c.name for c in prediction.top_features] == [
+            c.name for c in ranked[: predictor.top_features]
+        ]
         for c in prediction.top_features:
             assert c.value == x[row, FEATURE_NAMES.index(c.name)]
 
@@ -68,9 +78,7 @@ def test_one_batch_equals_cases_one_by_one(predictor: Predictor) -> None:
         )
 
 
-def test_probabilities_equal_the_fitted_pipeline(predictor: Predictor, model_dir) -> None:
-    from inferlog.ml.artifacts import load_artifacts
-
+def test_probabilities_equal_the_fitted_pipeline(predictor: Predictor, model_dir: Path) -> None:
     pipeline = load_artifacts(model_dir).estimator
     x = dataset.split().x_test
     np.testing.assert_allclose(

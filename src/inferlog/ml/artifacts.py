@@ -8,6 +8,7 @@ message that says what to do.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,5 +69,6 @@ def load_artifacts(model_dir: Path) -> ModelArtifacts:
             f"expects {expected[:12]}… (version {card.get('version')}). The artifact was changed "
             "or replaced after training; retrain the model or restore the original file."
         )
-    estimator = joblib.load(artifact_path)
+    # The checked bytes themselves: reading the file again could load another one.
+    estimator = joblib.load(io.BytesIO(payload))
     return ModelArtifacts(estimator=estimator, card=card, reference=reference)

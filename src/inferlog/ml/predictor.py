@@ -78,9 +78,6 @@ class Predictor:
             return "MEDIUM"
         return "HIGH"
 
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        return self.standardise(x) * self._linear.coef_[0]
-
     def predict(self, x: np.ndarray) -> list[Prediction]:
         z = self.standardise(x)
         proba = self._linear.predict_proba(z)[:, 1]
