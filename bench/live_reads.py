@@ -165,7 +165,8 @@ def main() -> None:
                         stdout=subprocess.PIPE,
                         text=True,
                     )
-                    assert watcher.stdin is not None and watcher.stdout is not None
+                    assert watcher.stdin is not None
+                    assert watcher.stdout is not None
                     assert watcher.stdout.readline().strip() == "ready"
                     time.sleep(2)  # let the machine settle after the watcher's start
                     watcher.stdin.write("go\n")
@@ -195,7 +196,8 @@ def main() -> None:
                 started = time.perf_counter()
                 found = client.get(f"/logs/{tid}")
                 lookups.append((time.perf_counter() - started) * 1000)
-                assert found.status_code == 200 and found.json()["transaction"]["id"] == tid
+                assert found.status_code == 200
+                assert found.json()["transaction"]["id"] == tid
         status_ms = []
         for _ in range(20):
             started = time.perf_counter()

@@ -321,7 +321,7 @@ def main() -> None:
                 )
     record_bytes = len(json.dumps(template))
     print(
-        f"\n{dt.date.today()}, {platform.python_version()}, {os.cpu_count()} cores; "
+        f"\n{dt.datetime.now(dt.UTC).date()}, {platform.python_version()}, {os.cpu_count()} cores; "
         f"{args.records} records of {record_bytes // 1000} KB in the window; MAX_BODY_BYTES "
         f"{settings.max_body_bytes}, MAX_BATCH_SIZE {settings.max_batch_size}, "
         f"RECORD_MAX_CASES {settings.record_max_cases}, SCAN_MAX_RECORDS "

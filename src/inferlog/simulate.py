@@ -56,7 +56,8 @@ class Traffic:
     invalid_share: float = 0.0
 
     def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
+        # Simulated traffic, reproducible from its seed: nothing secret is drawn.
+        self.rng = random.Random(self.seed)  # noqa: S311
         unknown = sorted(set(self.drift) - {f.name for f in self.features})
         if unknown:
             raise UnknownFeatureError(f"unknown feature(s) in --drift: {', '.join(unknown)}")

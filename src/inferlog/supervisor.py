@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
@@ -71,10 +71,11 @@ class Child:
     restart_at: float | None = None  # when a crashed child is due to start again
     stdin: str | None = field(default=None, repr=False)  # written once, then closed
 
-    def start(self, out: IO[str]) -> None:
+    def start(self, out: IO[str]) -> subprocess.Popen[str]:
         self.started_at = time.monotonic()
         self.restart_at = None
-        self.process = subprocess.Popen(
+        # The command is the project's own (`python -m ...`), never user input.
+        process = subprocess.Popen(  # noqa: S603
             self.args,
             env=self.env,
             stdin=subprocess.DEVNULL if self.stdin is None else subprocess.PIPE,
@@ -84,15 +85,18 @@ class Child:
             bufsize=1,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the children
         )
-        if self.process.stdin is not None:
-            self.process.stdin.write(self.stdin or "")
-            self.process.stdin.close()
-        self.pump = threading.Thread(target=self._copy, args=(out,), daemon=True)
+        self.process = process
+        if process.stdin is not None:
+            process.stdin.write(self.stdin or "")
+            process.stdin.close()
+        self.pump = threading.Thread(
+            target=self._copy, args=(process.stdout or (), out), daemon=True
+        )
         self.pump.start()
+        return process
 
-    def _copy(self, out: IO[str]) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
+    def _copy(self, lines: Iterable[str], out: IO[str]) -> None:
+        for line in lines:
             out.write(f"{self.name:<8}| {line}")
             out.flush()
 
@@ -107,17 +111,17 @@ class Child:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
     def stop(self) -> None:
-        if not self.alive():
+        process = self.process
+        if process is None or process.poll() is not None:
             self.kill_leftovers()
             return
-        assert self.process is not None
-        self.process.terminate()
+        process.terminate()
         try:
-            self.process.wait(STOP_TIMEOUT)
+            process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in %.0f s: killing it", self.name, STOP_TIMEOUT)
-            self.process.kill()
-            self.process.wait()
+            process.kill()
+            process.wait()
         self.kill_leftovers()
         if self.pump is not None:
             self.pump.join(5)
@@ -329,13 +333,12 @@ class Supervisor:
                 child.restart_at = now + delay
             elif now >= child.restart_at:
                 try:
-                    child.start(self.out)
+                    process = child.start(self.out)
                 except OSError as exc:  # no memory to fork, say: counts as a failed start
                     log.error("%s could not be started: %s", child.name, exc)
                     child.process, child.restart_at = None, None
                     continue
-                assert child.process is not None
-                log.info("%s restarted (pid %d)", child.name, child.process.pid)
+                log.info("%s restarted (pid %d)", child.name, process.pid)
         return True
 
     def _on_signal(self, signum: int, _frame: Any) -> None:

@@ -295,7 +295,8 @@ def test_selecting_a_logs_row_explains_that_request_as_get_logs_id_records_it(
     link = page.locator("#kibana-link")
     href = link.get_attribute("href") or ""
     assert href.startswith(f"{KIBANA_URL}/app/discover#/")
-    assert transaction_id in href and "inferlog-ml-api-logs" in href
+    assert transaction_id in href
+    assert "inferlog-ml-api-logs" in href
     page.screenshot(path=screenshots / "logs-request.png", full_page=True)
 
 

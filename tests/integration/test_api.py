@@ -391,17 +391,20 @@ def test_a_huge_key_is_cut_in_the_answer_and_problems_beyond_fifty_are_counted(
     assert huge.status_code == 422
     assert len(huge.content) < 4_000
     (unknown,) = [e for e in huge.json()["errors"] if e["reason"] == "unknown field"]
-    assert unknown["field"].startswith("kkk") and unknown["field"].endswith("more characters)")
+    assert unknown["field"].startswith("kkk")
+    assert unknown["field"].endswith("more characters)")
     bad_case = {name: -1.0 for name in FEATURE_NAMES}  # 30 problems per case
     many = client.post("/predict/batch", json=[bad_case] * 10)
     body = many.json()
     assert many.status_code == 422
-    assert len(body["errors"]) == 50 and body["omitted"] == 10 * 30 - 50
+    assert len(body["errors"]) == 50
+    assert body["omitted"] == 10 * 30 - 50
     assert [e["index"] for e in body["errors"]] == [0] * 30 + [1] * 20  # the first, in order
     assert body["message"].startswith("300 invalid field(s)")
     rows = "\n".join([",".join(FEATURE_NAMES), *[",".join(["-1"] * 30)] * 10]) + "\n"
     csv_answer = client.post("/predict/batch", content=rows, headers={"Content-Type": "text/csv"})
     body = csv_answer.json()
     assert csv_answer.status_code == 422
-    assert len(body["errors"]) == 50 and body["omitted"] == 10 * 30 - 50
+    assert len(body["errors"]) == 50
+    assert body["omitted"] == 10 * 30 - 50
     assert [e["row"] for e in body["errors"]] == [2] * 30 + [3] * 20

@@ -64,7 +64,8 @@ def test_readme_figures_match_the_model_card(model_dir: Path) -> None:
     # point in training can differ in the last bits between CPU kinds (model/README.md), so the
     # README's example answer shows the shape of a version rather than this machine's.
     shown = re.findall(r'"model_version": "([^"]*)"', README)
-    assert shown and all(re.fullmatch(r"[0-9a-f]{12}", version) for version in shown)
+    assert shown
+    assert all(re.fullmatch(r"[0-9a-f]{12}", version) for version in shown)
     assert len(card["version"]) == 12
 
 

@@ -206,7 +206,8 @@ def test_mixed_traffic_gives_exact_counts_and_documents_match_the_templates(
         },
     )
     profile = perf["hits"]["hits"][0]["_source"]["profile"]
-    assert profile["function_calls"] > 0 and ":" in profile["hottest_function"]
+    assert profile["function_calls"] > 0
+    assert ":" in profile["hottest_function"]
     functions = client.search(
         index=names(settings).perfs, size=1000, query={"term": {"kind": "function"}}
     )["hits"]["hits"]
@@ -344,7 +345,8 @@ def test_two_consumers_share_the_stream_without_loss_or_duplicates(
         running = stream_status(
             redis_server.client(), settings.redis_stream, settings.redis_group, 60_000
         )
-        assert len(running["consumers"]) == 2 and running["stale_consumers"] == []
+        assert len(running["consumers"]) == 2
+        assert running["stale_consumers"] == []
     finally:
         outputs = []
         for run in runs:
@@ -405,7 +407,8 @@ def test_once_drains_the_stream_and_status_reports_it(
     assert summary["entries"] == expected.logs
     assert summary["indexed"][names(settings).logs] == expected.logs
     report = json.loads(run_cli(settings, "status").stdout)
-    assert report["pending"] == 0 and report["lag"] == 0
+    assert report["pending"] == 0
+    assert report["lag"] == 0
     assert report["trimmed_before_delivery"] == 0
     assert report["documents"][names(settings).message] == expected.message
     assert report["sink"] == "elasticsearch"
@@ -416,7 +419,8 @@ def test_once_drains_the_stream_and_status_reports_it(
 def test_unreachable_redis_or_elasticsearch_is_a_clear_message(settings: Settings) -> None:
     no_redis = run_cli(settings, "status", REDIS_URL="redis://127.0.0.1:1/0")
     assert no_redis.returncode == 2
-    assert "cannot reach Redis" in no_redis.stderr and "Traceback" not in no_redis.stderr
+    assert "cannot reach Redis" in no_redis.stderr
+    assert "Traceback" not in no_redis.stderr
     no_search = run_cli(settings, "setup", ELASTICSEARCH_URL="http://127.0.0.1:1")
     assert no_search.returncode == 2
     assert "cannot reach Elasticsearch" in no_search.stderr
@@ -477,8 +481,10 @@ def test_status_of_200000_undelivered_entries_sends_only_bounded_commands(
     r.delete(stream)
     assert set(commands) <= BOUNDED_COMMANDS, commands
     assert sum(commands.values()) <= len(BOUNDED_COMMANDS)
-    assert report["length"] == 200_000 and report["lag"] == 200_000
-    assert report["pending"] == 0 and report["trimmed_before_delivery"] == 0
+    assert report["length"] == 200_000
+    assert report["lag"] == 200_000
+    assert report["pending"] == 0
+    assert report["trimmed_before_delivery"] == 0
 
 
 def test_a_consumer_leaves_the_group_only_once_it_holds_no_entry_and_idle_ones_show_as_stale(
@@ -895,7 +901,8 @@ def test_setup_gives_the_pipeline_a_user_whose_role_covers_every_call_it_makes_a
     with_user = settings.model_copy(update={"pipeline_elasticsearch_password": SecretStr(password)})
     assert setup(with_user) == 0
     user = proxy.users["inferlog-pipeline"]
-    assert user["password"] == password and user["roles"] == ["inferlog-pipeline"]
+    assert user["password"] == password
+    assert user["roles"] == ["inferlog-pipeline"]
     role = proxy.roles["inferlog-pipeline"]
     assert role["cluster"] == ["monitor"]  # no manage, no security, no all
     (grant,) = role["indices"]
@@ -914,4 +921,5 @@ def test_setup_gives_the_pipeline_a_user_whose_role_covers_every_call_it_makes_a
     assert run_cli(settings, "status").returncode == 0
     assert set(proxy.requests) == {("GET", "/"), ("PUT", "/_bulk"), ("GET", "/_cat/indices")}
     written = {doc["_index"] for doc in es(settings).search(index="ml-api-*")["hits"]["hits"]}
-    assert written and all(any(fnmatch(i, p) for p in grant["names"]) for i in written)
+    assert written
+    assert all(any(fnmatch(i, p) for p in grant["names"]) for i in written)

@@ -116,7 +116,8 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
         screen = simulated.stdout.strip().splitlines()
         assert screen[0].startswith("Sent 30 requests in "), simulated.stdout
         assert any(" 422 " in line and "invalid" in line for line in screen), simulated.stdout
-        assert len(screen) <= 8 and "HTTP Request" not in simulated.stderr
+        assert len(screen) <= 8
+        assert "HTTP Request" not in simulated.stderr
         options = ["--json", "--rate", "10", "--duration", "1", "--invalid-share", "0.5"]
         as_json = subprocess.run(
             [sys.executable, "-m", "inferlog", "simulate", *options],
@@ -128,14 +129,16 @@ def test_run_starts_everything_indexes_predictions_and_stops_cleanly(
         summary = json.loads(as_json.stdout.strip().splitlines()[-1])
         assert summary["sent"] == 10
         assert sum(summary["statuses"].values()) == 10
-        assert set(summary["statuses"]) <= {"200", "422"} and summary["statuses"]["422"] > 0
+        assert set(summary["statuses"]) <= {"200", "422"}
+        assert summary["statuses"]["422"] > 0
         assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
         wait_until(lambda: len(indexed_ids(indices)) >= 5 + 30 + 10, 60, process)
         stats = httpx.get(f"{api}/logs/stats")
         assert stats.status_code == 200, stats.text
         memory = stats.json()["stream"]["redis_memory"]
         if server.startswith("redis-server"):  # the budget make run gives it, reported by the API
-            assert memory["max_bytes"] == 64 * 2**20 and memory["policy"] == "noeviction"
+            assert memory["max_bytes"] == 64 * 2**20
+            assert memory["policy"] == "noeviction"
             assert 0 < memory["used_share"] < 1
         else:
             assert memory is None  # the embedded server has no INFO
@@ -289,7 +292,8 @@ def test_run_restarts_each_killed_part_and_indexes_every_answered_request_once(
     # A request the API recorded but could not finish answering when it was killed.
     assert set(by_request) - set(answered) <= set(failures)
     for part in parts:
-        assert f"{part} exited with code -9" in output and f"{part} restarted" in output
+        assert f"{part} exited with code -9" in output
+        assert f"{part} restarted" in output
     assert process.returncode == 0
 
 

@@ -125,13 +125,15 @@ def test_a_profiled_record_holds_the_model_call_tree(
     assert profile["function_calls"] >= profile["primitive_calls"] > 10
     top = profile["top_functions"]
     assert 10 < len(top) <= 20  # the top 10 by cumulative time, then by self time
-    assert top[0]["function"] == "predict" and top[0]["calls"] == 1
+    assert top[0]["function"] == "predict"
+    assert top[0]["calls"] == 1
     assert top[0]["file"].endswith("inferlog/ml/predictor.py")
     cumulative = [f["cumtime_ms"] for f in top[:10]]
     assert cumulative == sorted(cumulative, reverse=True)
     assert min(cumulative) >= max(f["cumtime_ms"] for f in top[10:])
     assert 0 < profile["inference_ms"] <= profile["latency_ms"]
-    assert profile["cpu_ms"] > 0 and profile["rss_mb"] > 10
+    assert profile["cpu_ms"] > 0
+    assert profile["rss_mb"] > 10
 
 
 def test_records_never_contain_api_keys_or_the_redis_url(
@@ -326,7 +328,8 @@ def test_logs_stats_summarise_the_window(live: tuple[TestClient, FastAPI]) -> No
     wait_shipped(app)
     stats = client.get("/logs/stats").json()
     assert stats["requests"] == 5
-    assert stats["errors"] == 1 and stats["error_rate"] == pytest.approx(0.2)
+    assert stats["errors"] == 1
+    assert stats["error_rate"] == pytest.approx(0.2)
     assert stats["labels"] == {"malignant": 3, "benign": 1}
     assert stats["inferences"] == stats["profiled"] == 4
     assert stats["latency_ms"]["p50"] <= stats["latency_ms"]["p99"]
@@ -334,7 +337,8 @@ def test_logs_stats_summarise_the_window(live: tuple[TestClient, FastAPI]) -> No
     assert stats["predictions"] == sum(m["requests"] for m in stats["throughput"]) == 5
     assert stats["hottest_functions"][0]["function"] == "predict"
     assert stats["hottest_functions"][0]["requests"] == 4
-    assert stats["shipper"]["shipped"] == 5 and stats["shipper"]["dropped"] == 0
+    assert stats["shipper"]["shipped"] == 5
+    assert stats["shipper"]["dropped"] == 0
     assert stats["stream"]["length"] == 5
     assert stats["stream"]["lag"] == 5  # no pipeline consumer yet
     assert stats["stream"]["sink_problem"] is None
@@ -377,7 +381,8 @@ def test_control_characters_never_reach_a_record_and_long_fields_are_capped(
     assert forged["url"]["path"] == "/logs\\n2026-11-25 INFO forged line"  # escaped, kept
     assert "evil\\nkey\\x1b[31m" in unknown_key["error"]["message"]
     agent = unknown_key["user_agent"]["original"]
-    assert agent.startswith("agent\\r\\nuuu") and agent.endswith("more characters)")
+    assert agent.startswith("agent\\r\\nuuu")
+    assert agent.endswith("more characters)")
     assert len(agent) < 600
     for record in records.values():
         fields = [
@@ -405,10 +410,13 @@ def test_a_batch_at_the_size_limit_makes_a_small_record_that_still_counts_every_
     (text,) = [fields["record"] for _, fields in stream if '"big-batch"' in fields["record"]]
     assert len(text) < 30_000  # ~880 bytes a case when every case was kept
     ml = RequestRecord.model_validate_json(text).ml
-    assert ml is not None and ml.omitted is not None
+    assert ml is not None
+    assert ml.omitted is not None
     kept = settings.record_max_cases
-    assert isinstance(ml.input, list) and isinstance(ml.prediction, list)
-    assert ml.batch_size == len(cases) and len(ml.input) == len(ml.prediction) == kept
+    assert isinstance(ml.input, list)
+    assert isinstance(ml.prediction, list)
+    assert ml.batch_size == len(cases)
+    assert len(ml.input) == len(ml.prediction) == kept
     assert [p.label for p in ml.prediction] == labels[:kept]
     assert ml.omitted.cases == len(cases) - kept
     assert ml.omitted.labels == {
@@ -451,8 +459,8 @@ def test_answers_while_redis_is_down_name_no_host_port_or_server_message(
     assert [a.status_code for a in answers] == [503, 200, 503, 200, 503]
     for answer in answers:
         body = answer.text
-        assert f"127.0.0.1:{port}" not in body and f", {port})" not in body, body
-        assert "connecting to" not in body and "Errno" not in body, body
+        for detail in (f"127.0.0.1:{port}", f", {port})", "connecting to", "Errno"):
+            assert detail not in body, body
 
 
 def test_logs_answer_503_when_redis_is_down_and_the_outage_is_logged_once(
@@ -505,7 +513,8 @@ def test_drift_finds_exactly_the_shifted_feature_in_the_live_window(
     feature = next(f for f in report["features"] if f["name"] == "concavity_mean")
     assert feature["current_mean"] > feature["reference_mean"]
     future = client.get("/drift", params={"since": "2100-01-01T00:00:00"}).json()
-    assert future["cases"] == 0 and future["enough_data"] is False
+    assert future["cases"] == 0
+    assert future["enough_data"] is False
 
 
 def test_drift_compares_the_newest_cases_up_to_its_limit_and_says_it_left_older_ones_out(
@@ -524,7 +533,8 @@ def test_drift_compares_the_newest_cases_up_to_its_limit_and_says_it_left_older_
                 assert client.post("/predict/batch", json=batch).status_code == 200
         wait_shipped(app)
         report = client.get("/drift").json()
-        assert report["cases"] == 100 and report["truncated"] is True
+        assert report["cases"] == 100
+        assert report["truncated"] is True
         assert report["records_read"] == 5  # the scan stopped there
         assert report["drifted_features"] == []  # only the steady, newest cases compared
 
@@ -540,9 +550,11 @@ def test_a_filtered_scan_stops_at_its_byte_budget_and_says_it_was_cut_short(
         wait_shipped(app)
         page = client.get("/logs", params={"status": "599"}).json()  # nothing matches
         # Each record is ~4 KB: the scan stops at the record that passes 20,000 bytes.
-        assert 4 <= page["scanned"] <= 6 and page["truncated"] is True
+        assert 4 <= page["scanned"] <= 6
+        assert page["truncated"] is True
         everything = client.get("/logs", params={"status": "2xx", "limit": 3}).json()
-        assert everything["count"] == 3 and everything["truncated"] is False
+        assert everything["count"] == 3
+        assert everything["truncated"] is False
 
 
 def test_two_requests_with_one_client_request_id_are_two_records(
@@ -597,7 +609,8 @@ def test_a_failing_shipper_pass_is_logged_reported_and_retried_without_loss(
     assert stats["shipper"]["healthy"] is False
     wait_shipped(app)
     assert shipper.counters().healthy
-    assert "injected fault" in caplog.text and "Traceback" in caplog.text  # cause and stack
+    assert "injected fault" in caplog.text
+    assert "Traceback" in caplog.text
     records = stream_records(redis_server, app.state.settings.redis_stream)
     assert [request_id(r) for r in records if request_id(r)] == sent
 
@@ -616,13 +629,15 @@ def test_a_full_disk_keeps_records_in_memory_until_they_are_shipped(
         response = client.post("/predict", json=BENIGN, headers={"X-Request-ID": f"full-{i}"})
         assert response.status_code == 200  # the answer never depends on the disk
     counters = shipper.counters()
-    assert counters.problem is not None and "No space left" in counters.problem
+    assert counters.problem is not None
+    assert "No space left" in counters.problem
     assert client.get("/ready").json()["status"] == "degraded"
     wait_shipped(app)  # from memory: nothing was lost
     monkeypatch.undo()
     client.post("/predict", json=BENIGN, headers={"X-Request-ID": "disk-back"})
     wait_shipped(app)
-    assert shipper.counters().healthy and shipper.counters().dropped == 0
+    assert shipper.counters().healthy
+    assert shipper.counters().dropped == 0
     records = stream_records(redis_server, app.state.settings.redis_stream)
     ids = [request_id(r) for r in records if request_id(r)]
     assert ids == [*(f"full-{i}" for i in range(5)), "disk-back"]
@@ -766,15 +781,15 @@ def test_statistics_reread_a_late_record_in_a_closed_minute_within_a_dozen_calls
         seen = [(await live.statistics(now))["predictions"]]
         # A spool taken over ships a record of that minute, half an hour late.
         r.hincrby(stats_key(stream, old), "route|POST /predict", 1)
-        for _ in range(12):
-            seen.append((await live.statistics(now))["predictions"])
+        seen += [(await live.statistics(now))["predictions"] for _ in range(12)]
         await live.client.aclose()
         return seen
 
     # Its own thread: a browser test's session may hold this thread's event loop.
     with concurrent.futures.ThreadPoolExecutor(1) as thread:
         seen = thread.submit(asyncio.run, calls()).result(timeout=60)
-    assert seen[0] == 1 and seen[-1] == 2
+    assert seen[0] == 1
+    assert seen[-1] == 2
     assert seen[1] == 1  # a closed minute is not re-read on every call
 
 
@@ -805,7 +820,8 @@ def test_a_redis_at_its_memory_budget_makes_records_spool_then_every_one_arrives
             wait_shipped(app)
         records = stream_records(server, settings.redis_stream)
         paths = [record["url"]["path"] for record in records]
-        assert paths.count("/predict") == 23 and paths.count("/ready") == 1
+        assert paths.count("/predict") == 23
+        assert paths.count("/ready") == 1
         assert len({record["transaction"]["id"] for record in records}) == 24
     finally:
         server.stop()

@@ -35,7 +35,9 @@ def test_defaults_are_training_split_medians() -> None:
 
 def test_every_feature_has_a_human_label_and_unit() -> None:
     for spec in FEATURES:
-        assert spec.label and spec.unit and spec.description
+        assert spec.label
+        assert spec.unit
+        assert spec.description
         assert spec.label != spec.name
 
 

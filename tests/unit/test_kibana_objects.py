@@ -143,7 +143,8 @@ def test_every_line_is_a_saved_object_of_a_documented_type() -> None:
     assert OBJECTS
     for obj in OBJECTS:
         assert obj["type"] in DOCUMENTED_TYPES
-        assert obj["id"] and obj["attributes"]["title"]
+        assert obj["id"]
+        assert obj["attributes"]["title"]
         assert isinstance(obj["references"], list)
     assert len(BY_ID) == len(OBJECTS)
 
@@ -185,7 +186,8 @@ def test_lens_panels_are_wired_to_their_layers(dashboard: dict[str, Any]) -> Non
     top_level = {r["name"] for r in dashboard["references"]}
     for panel in panels(dashboard):
         attributes = panel["embeddableConfig"]["attributes"]
-        assert panel["type"] == "lens" and attributes["visualizationType"] in {"lnsXY", "lnsPie"}
+        assert panel["type"] == "lens"
+        assert attributes["visualizationType"] in {"lnsXY", "lnsPie"}
         (reference,) = attributes["references"]
         assert f"{panel['panelIndex']}:{reference['name']}" in top_level
         for layer_id, layer in layers(panel).items():
@@ -222,7 +224,8 @@ def test_each_column_is_an_operation_kibana_offers_for_its_field(
             assert column["isBucketed"] == (operation in {"date_histogram", "terms", "range"})
             if operation == "percentile":
                 percentile = column["params"]["percentile"]
-                assert isinstance(percentile, int) and 1 <= percentile <= 99, where
+                assert isinstance(percentile, int), where
+                assert 1 <= percentile <= 99, where
             if operation == "terms":
                 order = column["params"]["orderBy"]
                 if order["type"] == "column":
@@ -322,7 +325,8 @@ def test_the_cumulative_time_panel_leaves_the_profiled_call_out(
     (field,) = [f for f in charted_fields(panel) if f.endswith(".name")]
     perfs = documents[data_view_id(NAMES.perfs)]
     charted = {v for d in perfs if kql_matches(query_of(panel), d) for v in values(d, field)}
-    assert len(charted) >= 5 and "inferlog.ml.predictor:predict" not in charted
+    assert len(charted) >= 5
+    assert "inferlog.ml.predictor:predict" not in charted
 
 
 def test_saved_searches_query_fields_the_templates_map() -> None:

@@ -62,11 +62,13 @@ def test_a_batch_expands_into_one_message_document_per_case(predictor: Predictor
         source = action["_source"]
         assert list(source["input"]) == list(FEATURE_NAMES)
         assert np.allclose(list(source["input"].values()), x[i])
-        assert source["row"] == i and source["batch_size"] == 4
+        assert source["row"] == i
+        assert source["batch_size"] == 4
         assert source["prediction"]["label"] in ("malignant", "benign")
     assert [a["_index"] for a in actions].count(names.logs) == 1
     perfs = [a["_source"]["kind"] for a in actions if a["_index"] == names.perfs]
-    assert perfs.count("request") == 1 and perfs.count("function") == len(perfs) - 1
+    assert perfs.count("request") == 1
+    assert perfs.count("function") == len(perfs) - 1
 
 
 def test_documents_are_the_same_for_a_redelivered_record(predictor: Predictor) -> None:
@@ -88,7 +90,8 @@ def test_function_documents_rank_the_top_five_by_self_time_and_callees_by_cumula
     actions = Indexer(IndexNames(), RecordFilter()).documents(one)
     request, *functions = [a for a in actions if a["_index"] == "ml-api-perfs"]
     top = one.ml.profile.top_functions if one.ml else []
-    assert request["_id"] == one.transaction.id and request["_source"]["kind"] == "request"
+    assert request["_id"] == one.transaction.id
+    assert request["_source"]["kind"] == "request"
     assert [f["_id"] for f in functions] == [f"{one.transaction.id}-f{r}" for r in range(1, 6)]
     ranked = [f["_source"]["function"] for f in functions]
     assert [f["rank"] for f in ranked] == [1, 2, 3, 4, 5]
@@ -118,7 +121,8 @@ def test_hot_functions_include_the_top_by_self_time_not_only_by_cumulative(
     assert capture.profile is not None
     top = summarize(capture, top_n=5)["top_functions"]
     cumulative = [f["cumtime_ms"] for f in top[:5]]
-    assert top[0]["function"] == "probabilities" and cumulative == sorted(cumulative)[::-1]
+    assert top[0]["function"] == "probabilities"
+    assert cumulative == sorted(cumulative)[::-1]
     assert len(top) > 5  # functions with much self time and little below them join
     busiest = max(capture.profile.getstats(), key=lambda e: e.inlinetime).code
     assert getattr(busiest, "co_name", busiest) in {f["function"] for f in top}
@@ -181,7 +185,8 @@ def test_a_record_not_exactly_in_its_schema_is_written_again(
     parsed = parse(entry({"record": raw}))
     assert parsed.text != raw
     assert json.loads(parsed.text) == json.loads(parsed.record.to_json())
-    assert "\n" not in parsed.text and "@timestamp" in json.loads(parsed.text)
+    assert "\n" not in parsed.text
+    assert "@timestamp" in json.loads(parsed.text)
     assert json.loads(parsed.text)["event"]["duration"] == 2_000_000
 
 

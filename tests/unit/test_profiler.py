@@ -84,7 +84,8 @@ def test_a_busy_profiler_runs_the_call_unprofiled_and_says_why() -> None:
     with profiler._PROFILER_LOCK:
         result, capture = InferenceProfiler().run(root_call)
     assert result == root_call()
-    assert capture.profile is None and capture.reason == "profiler busy"
+    assert capture.profile is None
+    assert capture.reason == "profiler busy"
     assert summarize(capture, 10) | {"inference_ms": 0, "cpu_ms": 0} == {
         "profiled": False,
         "reason": "profiler busy",
@@ -114,7 +115,8 @@ def test_a_profile_that_recorded_nothing_counts_zero_calls() -> None:
     empty = cProfile.Profile()
     summary = summarize(capture_of(empty, root_call), top_n=10)
     assert summary["profiled"] is True
-    assert summary["function_calls"] == 0 and summary["top_functions"] == []
+    assert summary["function_calls"] == 0
+    assert summary["top_functions"] == []
 
 
 def test_garbage_collection_is_paused_during_the_profiled_call_only() -> None:
@@ -122,7 +124,8 @@ def test_garbage_collection_is_paused_during_the_profiled_call_only() -> None:
 
     seen = []
     _, capture = InferenceProfiler().run(lambda: seen.append(gc.isenabled()))
-    assert seen == [False] and capture.profiled
+    assert seen == [False]
+    assert capture.profiled
     assert gc.isenabled()
     InferenceProfiler(enabled=False).run(lambda: seen.append(gc.isenabled()))
     assert seen[-1] is True  # unprofiled calls are left alone

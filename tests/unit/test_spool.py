@@ -58,7 +58,8 @@ def test_segments_rotate_and_a_shipped_one_is_deleted(
         spool.append(lines(n))  # 9 bytes each: a new segment every 2 records
     old, current = spool.segments
     assert drain(old) == [b'{"n": 0}', b'{"n": 1}']
-    assert spool.release(old) and not old.path.exists()
+    assert spool.release(old)
+    assert not old.path.exists()
     drain(current)
     assert not spool.release(current)  # still written to: kept
     assert [s.path for s in spool.segments] == [current.path]
@@ -121,7 +122,8 @@ def test_a_segment_left_behind_is_taken_over_from_its_committed_offset(tmp_path:
     assert taken.pending == 3  # after the offset file, torn tail cut off
     taken.skip_to(second_end)  # what Redis says was shipped (it is further)
     assert drain(taken) == [b'{"n": 2}', b'{"n": 3}']
-    assert successor.release(taken) and not path.exists()
+    assert successor.release(taken)
+    assert not path.exists()
     assert list(tmp_path.iterdir()) == []  # the offset file went with its segment
     assert Spool(tmp_path, max_bytes=10_000).take_over_orphans() == []
 

@@ -53,7 +53,8 @@ def test_stateful_services_use_named_volumes() -> None:
     named = set(COMPOSE["volumes"])
     for name in ("redis", "elasticsearch", "kibana", "api"):
         mounts = [v.split(":")[0] for v in SERVICES[name]["volumes"]]
-        assert mounts and set(mounts) <= named, name
+        assert mounts, name
+        assert set(mounts) <= named, name
 
 
 def redis_script() -> str:
@@ -66,13 +67,15 @@ def test_redis_persists_with_aof_and_takes_its_password_from_a_secret_file_on_st
     script = redis_script()
     assert re.search(r"exec redis-server - .*--appendonly yes", script, re.S)
     assert 'requirepass "$$(cat /run/secrets/redis_password)"' in script  # the config on stdin
-    assert "--requirepass" not in script and "REDIS_PASSWORD" not in script
+    assert "--requirepass" not in script
+    assert "REDIS_PASSWORD" not in script
     assert "REDISCLI_AUTH=" in SERVICES["redis"]["healthcheck"]["test"][1]
 
 
 def test_redis_has_a_memory_budget_and_refuses_rather_than_evicts() -> None:
     script = redis_script()
-    assert '--maxmemory "$$REDIS_MAXMEMORY"' in script and "--maxmemory-policy noeviction" in script
+    assert '--maxmemory "$$REDIS_MAXMEMORY"' in script
+    assert "--maxmemory-policy noeviction" in script
     assert SERVICES["redis"]["environment"]["REDIS_MAXMEMORY"] == "${REDIS_MAXMEMORY:-1gb}"
 
 
@@ -93,7 +96,9 @@ def test_no_password_of_ours_is_on_a_command_line_or_in_an_environment() -> None
         # Elastic's own images read their passwords from their environment only.
         allowed = {"elasticsearch": {"ELASTIC"}, "kibana": {"KIBANA"}}.get(name, set())
         assert set(re.findall(r"\$\{([A-Z]+)_PASSWORD", shown)) == allowed, name
-        assert "REDIS_URL" not in shown and "redis://" not in shown, name  # a secret file
+        # The Redis password comes from a secret file.
+        assert "REDIS_URL" not in shown, name
+        assert "redis://" not in shown, name
     assert SERVICES["elasticsearch"]["environment"]["xpack.security.enabled"] == "true"
     assert SERVICES["kibana"]["environment"]["ELASTICSEARCH_USERNAME"] == "kibana_system"
 
@@ -145,7 +150,8 @@ def test_make_secrets_writes_the_env_passwords_where_compose_reads_them(tmp_path
         )
 
     refused = make_secrets()
-    assert refused.returncode == 1 and "set PIPELINE_ELASTICSEARCH_PASSWORD in" in refused.stderr
+    assert refused.returncode == 1
+    assert "set PIPELINE_ELASTICSEARCH_PASSWORD in" in refused.stderr
     assert not (tmp_path / "secrets").exists()
     (tmp_path / ".env").write_text(env + "PIPELINE_ELASTICSEARCH_PASSWORD=p1pe\r\n", newline="")
     assert make_secrets().returncode == 0
@@ -166,7 +172,8 @@ def test_make_secrets_writes_the_env_passwords_where_compose_reads_them(tmp_path
         env.replace("r3d1s", "p@ss/word") + "PIPELINE_ELASTICSEARCH_PASSWORD=x\n"
     )
     unsafe = make_secrets()
-    assert unsafe.returncode == 1 and "REDIS_PASSWORD may hold" in unsafe.stderr
+    assert unsafe.returncode == 1
+    assert "REDIS_PASSWORD may hold" in unsafe.stderr
 
 
 def test_the_compose_file_is_valid_against_the_compose_specification(tmp_path: Path) -> None:
@@ -195,11 +202,13 @@ def test_the_compose_file_is_valid_against_the_compose_specification(tmp_path: P
     result = config(ROOT / "docker-compose.yml", env)
     assert result.returncode == 0, result.stderr
     missing = config(ROOT / "docker-compose.yml", {**env, "ELASTIC_PASSWORD": ""})
-    assert missing.returncode != 0 and "set ELASTIC_PASSWORD in .env" in missing.stderr
+    assert missing.returncode != 0
+    assert "set ELASTIC_PASSWORD in .env" in missing.stderr
     misspelt = tmp_path / "docker-compose.yml"
     misspelt.write_text((ROOT / "docker-compose.yml").read_text().replace("cap_drop:", "cap_dorp:"))
     invalid = config(misspelt, env)
-    assert invalid.returncode != 0 and "additional properties 'cap_dorp'" in invalid.stderr
+    assert invalid.returncode != 0
+    assert "additional properties 'cap_dorp'" in invalid.stderr
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
@@ -214,12 +223,14 @@ def test_every_compose_variable_is_documented_in_env_example() -> None:
 def test_images_are_locked_slim_non_root_and_healthchecked(dockerfile: str) -> None:
     text = (ROOT / dockerfile).read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.M)
-    assert len(stages) == 2 and all(s.startswith("python:3.11-slim") for s in stages)
+    assert len(stages) == 2
+    assert all(s.startswith("python:3.11-slim") for s in stages)
     assert text.count("uv sync --locked") == 2  # dependencies first (cached), then the project
     final = text.split("\nFROM ")[-1]
     assert "uv" not in final.replace("/app/.venv", "")  # no build tools in the final image
     user = re.search(r"^USER (\d+)$", final, re.M)  # numeric: checkable as non-root
-    assert user is not None and int(user.group(1)) >= 1000
+    assert user is not None
+    assert int(user.group(1)) >= 1000
     assert f"--uid {user.group(1)} inferlog" in final
     assert "HEALTHCHECK" in final
     assert (ROOT / ".dockerignore").exists()
@@ -238,7 +249,8 @@ def test_the_compose_api_answers_the_host_the_ui_uses_and_trusts_no_proxy_by_def
     ui_host = re.match(r"https?://([^:/]+)", ui["API_URL"])
     assert ui_host is not None
     allowed = api["ALLOWED_HOSTS"].split(",")
-    assert ui_host.group(1) in allowed and "127.0.0.1" in allowed  # the UI, the healthcheck
+    assert ui_host.group(1) in allowed
+    assert "127.0.0.1" in allowed
     assert "*" not in allowed
     assert api["FORWARDED_ALLOW_IPS"] == "${FORWARDED_ALLOW_IPS:-}"
 

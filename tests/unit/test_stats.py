@@ -105,14 +105,16 @@ def test_counts_rates_labels_and_functions_equal_the_numbers_by_hand() -> None:
     ]
     stats = window_stats(records)
     assert stats["requests"] == 6
-    assert stats["errors"] == 3 and stats["error_rate"] == pytest.approx(0.5)
+    assert stats["errors"] == 3
+    assert stats["error_rate"] == pytest.approx(0.5)
     assert stats["server_error_rate"] == pytest.approx(1 / 6)
     assert stats["status_counts"] == {"200": 3, "404": 1, "422": 1, "500": 1}
     assert stats["error_types"] == {"internal_error": 2, "validation_error": 1}
     assert stats["predictions"] == 4  # /health and the unknown path are counted apart
     assert stats["prediction_error_rate"] == pytest.approx(0.5)
     assert stats["labels"] == {"benign": 2, "malignant": 2}
-    assert stats["inferences"] == 2 and stats["profiled"] == 2
+    assert stats["inferences"] == 2
+    assert stats["profiled"] == 2
     assert stats["mean_inference_ms"] == pytest.approx(2.0)
     assert stats["rss_mb"] == pytest.approx(101.0)  # the latest minute with inferences
     (hot,) = stats["hottest_functions"]

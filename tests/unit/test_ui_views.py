@@ -31,19 +31,22 @@ def test_each_input_is_placed_against_its_training_range() -> None:
 def test_a_batch_shows_its_first_case_and_says_so() -> None:
     cases = [{"radius_mean": 10.0, "texture_mean": 10.0}, {"radius_mean": 99.0}]
     note, frame = inputs_frame(record(cases), FEATURES)
-    assert "batch of 2 cases" in note and "keeps the first" not in note
+    assert "batch of 2 cases" in note
+    assert "keeps the first" not in note
     assert list(frame["value"]) == [10.0, 10.0]
 
 
 def test_a_batch_larger_than_its_record_says_how_many_cases_the_record_kept() -> None:
     kept = [{"radius_mean": 10.0, "texture_mean": 10.0}] * 20
     note, _ = inputs_frame({"ml": {"input": kept, "batch_size": 1000}}, FEATURES)
-    assert "batch of 1000 cases" in note and "keeps the first 20" in note
+    assert "batch of 1000 cases" in note
+    assert "keeps the first 20" in note
 
 
 def test_a_request_that_never_reached_the_model_has_no_inputs_and_no_profile() -> None:
     note, frame = inputs_frame({"ml": None}, FEATURES)
-    assert frame.empty and "did not reach the model" in note
+    assert frame.empty
+    assert "did not reach the model" in note
     assert "not profiled" in profile_chart({"ml": None})
 
 
@@ -68,4 +71,5 @@ def test_the_discover_link_shows_the_transaction_around_its_time() -> None:
     assert "index:'inferlog-ml-api-logs'" in state
     assert "query:'transaction.id : \"a!'b!!c\"'" in state  # Rison escapes ' and !
     start = (dt.datetime(2026, 11, 25, 9, 45, tzinfo=dt.UTC)).isoformat()
-    assert f"from:'{start}'" in state and "to:'2026-11-25T10:15:00+00:00'" in state
+    assert f"from:'{start}'" in state
+    assert "to:'2026-11-25T10:15:00+00:00'" in state

@@ -182,7 +182,9 @@ class Shipper:
             self._route_of = route_of
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="inferlog-shipper")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(self._wakeup), name="inferlog-shipper"
+        )
 
     async def stop(self) -> None:
         """Ship what can be shipped; the spool keeps the rest for the next process."""
@@ -215,8 +217,13 @@ class Shipper:
 
     # -- the task -----------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        assert self._wakeup is not None
+    @property
+    def _redis(self) -> redis.asyncio.Redis:
+        if self._client is None:
+            raise RuntimeError("the shipper is not started")
+        return self._client
+
+    async def _run(self, wakeup: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_takeover = loop.time()
         while not self._stopping:
@@ -230,8 +237,8 @@ class Shipper:
                 self._idle.set()
             delay = self._flush_interval if ok else self._backoff
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), delay)
-            self._wakeup.clear()
+                await asyncio.wait_for(wakeup.wait(), delay)
+            wakeup.clear()
         await self._guarded(self._ship)
         self._keep_memory_on_stop()
         self._spool.close()
@@ -309,9 +316,8 @@ class Shipper:
         return spool_offset_key(self._stream, segment.name)
 
     async def _ship(self) -> None:
-        assert self._client is not None
         if self._undo is not None:
-            await self._take_back()
+            await self._take_back(self._undo)
         if self._resync:
             await self._sync_offsets()
         for segment in list(self._spool.segments):
@@ -329,7 +335,7 @@ class Shipper:
                 segment.commit(end, len(lines))
                 self._shipped(len(records))
             if self._spool.release(segment):
-                await self._client.delete(key)
+                await self._redis.delete(key)
         while self._memory:
             batch = [self._memory[i] for i in range(min(self._batch_size, len(self._memory)))]
             await self._xadd(batch, None)
@@ -340,10 +346,9 @@ class Shipper:
     async def _sync_offsets(self) -> None:
         """Trust Redis for what was added already: after a failure (a transaction whose answer
         was lost may have been applied), and for segments taken over from a dead process."""
-        assert self._client is not None
         segments = list(self._spool.segments)
         if segments:
-            committed = await self._client.mget([self._offset_key(s) for s in segments])
+            committed = await self._redis.mget([self._offset_key(s) for s in segments])
             for segment, offset in zip(segments, committed, strict=True):
                 if offset is None:
                     continue
@@ -388,12 +393,11 @@ class Shipper:
     async def _xadd(self, records: list[str], offset: Offset | None) -> None:
         """One transaction: the records, their live statistics and the spool offset. Then the
         transaction-id index (`GET /logs/{id}`), which needs the entry ids Redis just made."""
-        assert self._client is not None
         oldest = stats.minute_of(dt.datetime.now(dt.UTC)) - dt.timedelta(
             seconds=self._window_seconds
         )
         counts = stats.tally(records, self._route_of, oldest)
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             for record in records:
                 pipe.xadd(
                     self._stream, {RECORD_FIELD: record}, maxlen=self._max_len, approximate=True
@@ -409,16 +413,15 @@ class Shipper:
             # transaction, before anything else is sent: else the next resync would skip
             # records that are not in the stream, and the retry would count them twice.
             self._undo = (counts.negated(), offset)
-            await self._take_back()
+            await self._take_back(self._undo)
             raise failed[0]
         if failed:  # only the statistics (a key of the wrong type): the records are in
             log.warning("live statistics not counted for %d records: %s", len(records), failed[0])
         await self._index(counts.transaction_ids, replies[: len(records)])
 
-    async def _take_back(self) -> None:
-        assert self._client is not None and self._undo is not None
-        counts, offset = self._undo
-        async with self._client.pipeline(transaction=True) as pipe:
+    async def _take_back(self, undo: tuple[stats.Tally, Offset | None]) -> None:
+        counts, offset = undo
+        async with self._redis.pipeline(transaction=True) as pipe:
             stats.write_commands(pipe, self._stream, counts, self._window_seconds)
             if offset is not None:
                 pipe.set(offset.key, offset.start, ex=OFFSET_TTL_SECONDS)
@@ -428,10 +431,9 @@ class Shipper:
     async def _index(self, transaction_ids: list[str | None], entry_ids: list[str]) -> None:
         """A lost index entry costs only the keyed lookup of that record (it is still in the
         stream, in `/logs` and in the indices): counted as `unindexed`, never retried."""
-        assert self._client is not None
         ttl = self._window_seconds + stats.KEY_GRACE_SECONDS
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for transaction_id, entry_id in zip(transaction_ids, entry_ids, strict=True):
                     if transaction_id is not None:
                         pipe.set(transaction_key(self._stream, transaction_id), entry_id, ex=ttl)

@@ -236,7 +236,8 @@ def _drift(
     from inferlog.features import matrix_of
     from inferlog.ml.drift import drift_report
 
-    assert _reference is not None, "the reader process has no reference statistics"
+    if _reference is None:
+        raise RuntimeError("the reader process has no reference statistics")
     min_cases, max_cases = cases
     omitted, count = 0, ScanCount()
     pairs: list[tuple[dict[str, float], float]] = []

@@ -17,13 +17,12 @@ REFRESH_SECONDS = 3.0
 def stats_frames(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     # Points only for minutes with predictions, drawn unjoined: a minute without traffic is a
     # gap, never a line drawn across it.
-    points = []
-    for minute in stats["throughput"]:
-        for name in ("p50", "p95", "p99"):
-            if minute.get(name) is not None:
-                points.append(
-                    {"minute": minute["minute"], "latency ms": minute[name], "percentile": name}
-                )
+    points = [
+        {"minute": minute["minute"], "latency ms": minute[name], "percentile": name}
+        for minute in stats["throughput"]
+        for name in ("p50", "p95", "p99")
+        if minute.get(name) is not None
+    ]
     latency = pd.DataFrame(points, columns=["minute", "latency ms", "percentile"])
     latency["minute"] = pd.to_datetime(latency["minute"])
     throughput = pd.DataFrame(

@@ -87,19 +87,20 @@ def build(client: ApiClient) -> PredictTab:
         for group in GROUPS:
             accordion = gr.Accordion(GROUP_LABELS[group].capitalize(), open=group == "mean")
             with accordion, gr.Row():
-                for spec in (f for f in FEATURES if f.group == group):
-                    inputs.append(
-                        gr.Number(
-                            value=spec.default,
-                            label=f"{spec.label} ({spec.unit})",
-                            info=f"{spec.lower:g} to {spec.upper:g}",
-                            minimum=spec.lower,
-                            maximum=spec.upper,
-                            step=_step(spec),
-                            elem_id=f"field-{spec.name}",
-                            min_width=180,
-                        )
+                inputs.extend(
+                    gr.Number(
+                        value=spec.default,
+                        label=f"{spec.label} ({spec.unit})",
+                        info=f"{spec.lower:g} to {spec.upper:g}",
+                        minimum=spec.lower,
+                        maximum=spec.upper,
+                        step=_step(spec),
+                        elem_id=f"field-{spec.name}",
+                        min_width=180,
                     )
+                    for spec in FEATURES
+                    if spec.group == group
+                )
         predict_button = gr.Button("Predict", variant="primary", elem_id="predict-button")
         predict_error = gr.HTML(elem_id="predict-error")
         transaction_id = gr.State("")
