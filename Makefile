@@ -23,7 +23,7 @@ NEWER_PYTHON := $(shell for candidate in python3.13 python3.12 \
 help:
 	@echo "make run      train the model if missing, then start the product"
 	@echo "make test     run the test suite"
-	@echo "make lint     ruff check + ruff format --check"
+	@echo "make lint     ruff check, ruff format --check, mypy --strict (src, logs_pipeline)"
 	@echo "make ui       the Gradio UI on :7860 (next to a running API)"
 	@echo "make simulate traffic for the dashboards (ARGS=\"--rate 20 --duration 60\")"
 	@echo "make model    (re)train the model into model/"
@@ -92,6 +92,7 @@ endif
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) mypy
 
 format: install
 	$(RUN) ruff check --fix .

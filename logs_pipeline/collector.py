@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis
 from pydantic import ValidationError
@@ -31,7 +31,7 @@ from inferlog.telemetry.record import (
     RequestRecord,
     schema_major,
 )
-from inferlog.telemetry.stream_group import entry_id
+from inferlog.telemetry.stream_group import StreamEntries, entry_id
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +133,15 @@ class Collector:
                 raise
 
     def read(self, block: bool = True) -> list[Entry]:
-        reply = self.client.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.stream: ">"},
-            count=self.batch_size,
-            block=self.block_ms if block else None,
+        reply = cast(
+            list[tuple[str, StreamEntries]] | None,
+            self.client.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.stream: ">"},
+                count=self.batch_size,
+                block=self.block_ms if block else None,
+            ),
         )
         return [
             Entry(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries
@@ -146,8 +149,11 @@ class Collector:
 
     def claim(self) -> list[Entry]:
         """Take over entries left pending by consumers that stopped acknowledging."""
-        idle = self.client.xpending_range(
-            self.stream, self.group, self._cursor, "+", self.batch_size, idle=self.claim_idle_ms
+        idle = cast(
+            list[dict[str, Any]],
+            self.client.xpending_range(
+                self.stream, self.group, self._cursor, "+", self.batch_size, idle=self.claim_idle_ms
+            ),
         )
         suspects = [p for p in idle if p["times_delivered"] > 1]
         # One suspect at a time, and the next claim starts after it: an entry that stays
@@ -156,9 +162,10 @@ class Collector:
         self._cursor = f"({suspects[0]['message_id']}" if suspects else "-"
         if not chosen:
             return []
-        ids = [p["message_id"] for p in chosen]
-        claimed = self.client.xclaim(
-            self.stream, self.group, self.consumer, self.claim_idle_ms, ids
+        ids: list[Any] = [p["message_id"] for p in chosen]  # str: redis-py's list is invariant
+        claimed = cast(
+            StreamEntries,
+            self.client.xclaim(self.stream, self.group, self.consumer, self.claim_idle_ms, ids),
         )
         self._count_trimmed([i for i in ids if i not in {entry_id for entry_id, _ in claimed}])
         deliveries = {p["message_id"]: p["times_delivered"] + 1 for p in chosen}
@@ -174,7 +181,7 @@ class Collector:
         them (Redis drops them from the pending list), or claimed by another consumer."""
         if not missing:
             return
-        first = self.client.xrange(self.stream, count=1)
+        first = cast(StreamEntries, self.client.xrange(self.stream, count=1))
         oldest = entry_id(first[0][0]) if first else None
         trimmed = [i for i in missing if oldest is None or entry_id(i) < oldest]
         if trimmed:

@@ -54,6 +54,7 @@ class PipelineCounters:
     refused_dead_letters: int = 0
     retries: int = 0
     abandoned_batches: int = 0
+    trimmed_while_pending: int = 0  # pending entries trimmed before this pipeline indexed them
 
 
 @contextlib.contextmanager
@@ -254,6 +255,7 @@ class Pipeline:
             return []
         self._next_claim = time.monotonic() + self.claim_every
         claimed = self.collector.claim()
+        self.counters.trimmed_while_pending = self.collector.trimmed_while_pending
         if len(claimed) == 1 and claimed[0].deliveries > 2:
             self._next_claim = 0.0  # isolating a suspect entry: the next one at once
         return claimed

@@ -35,7 +35,7 @@ def trimmed_before_delivery(stream_info: dict[str, Any], group: dict[str, Any]) 
         if last_delivered != "0-0":
             return None  # Redis cannot tell (the group was moved with XGROUP SETID)
         read = 0
-    return max(0, stream_info["entries-added"] - read - stream_info["length"])
+    return max(0, int(stream_info["entries-added"]) - read - int(stream_info["length"]))
 
 
 def redis_memory(client: redis.Redis) -> dict[str, Any] | None:

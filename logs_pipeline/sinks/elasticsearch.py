@@ -20,7 +20,7 @@ import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
@@ -111,7 +111,8 @@ class ElasticsearchSink:
         try:
             # Only through the aliases `setup` made: a write before it must not auto-create a
             # plain index of the alias's name (it would block the alias for good).
-            response = self.client.bulk(operations=body, require_alias=True)
+            # NDJSON already serialized: the client sends bytes as they are (typed for dicts).
+            response = self.client.bulk(operations=cast(Any, body), require_alias=True)
         except ApiError as exc:
             status = exc.meta.status
             if status in (400, 413):
@@ -162,7 +163,10 @@ class ElasticsearchSink:
 
     def counts(self) -> dict[str, int]:
         """Documents per alias (its generations `-000001`, `-000002`... added up)."""
-        stats = self.client.cat.indices(format="json", h="index,docs.count")
+        stats = cast(
+            list[dict[str, Any]],
+            self.client.cat.indices(format="json", h="index,docs.count").body,
+        )
         counts: Counter[str] = Counter()
         for row in stats:
             counts[GENERATION.sub("", row["index"])] += int(row["docs.count"] or 0)

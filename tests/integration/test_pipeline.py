@@ -457,6 +457,26 @@ def test_entries_trimmed_before_delivery_are_reported(
     assert json.loads(report.stdout)["trimmed_before_delivery"] == 3
 
 
+def test_entries_trimmed_while_another_consumer_held_them_are_counted(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    r = redis_server.client()
+    holder = make_pipeline(settings)
+    holder.collector.consumer = "stopped-consumer"
+    holder.collector.ensure_group()
+    for _ in range(5):
+        r.xadd(settings.redis_stream, {"record": "{}"})
+    assert len(holder.collector.read(block=False)) == 5  # pending with it, never acknowledged
+    r.xtrim(settings.redis_stream, maxlen=2, approximate=False)
+    setup_templates(settings)
+    taker = make_pipeline(settings)
+    taker.collector.ensure_group()
+    time.sleep(settings.pipeline_claim_idle_ms / 1000)  # Redis's own idle clock
+    assert taker.step(block=False) == 2  # the two left, claimed (and dead-lettered: not records)
+    assert taker.counters.trimmed_while_pending == 3
+    assert pending(redis_server, settings) == 0
+
+
 BOUNDED_COMMANDS = {"xlen", "xinfo|stream", "xinfo|groups", "xinfo|consumers", "xpending", "get"}
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,8 @@ def server(redis_server: RedisServer, model_dir: Path, tmp_path_factory) -> Iter
         "REDIS_URL": redis_server.url,
         "REDIS_STREAM": STREAM,
         "PROFILING_TOP_N": "200",  # whole profiles, so a mismatch can be shown function by function
+        "PROFILING_ENABLED": "true",
+        "PROFILING_SAMPLE_RATE": "1.0",
         "LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen([sys.executable, "-m", "inferlog", "api"], env=env)
@@ -75,9 +76,7 @@ def send(base: str, kind: str, tid: str, i: int) -> int:
 
 def wait_for_records(redis_server: RedisServer, count: int) -> list[dict[str, Any]]:
     client = redis_server.client()
-    deadline = time.monotonic() + 60
-    while client.xlen(STREAM) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: client.xlen(STREAM) >= count, 60)
     return [json.loads(f["record"]) for _, f in client.xrange(STREAM)]
 
 
@@ -146,4 +145,6 @@ def test_concurrent_requests_are_each_recorded_and_profiled_alone(
             pytest.fail(
                 f"{kind}: {record['message']}: calls differ from the reference: {differences}"
             )
-    assert profiled >= 0.9 * REQUESTS
+    # Model calls run one at a time on the event loop: none finds the profiler busy, and a
+    # profile lost to another request's would show here.
+    assert profiled == REQUESTS

@@ -18,7 +18,8 @@ async def get_predictor(request: Request) -> Predictor:
 
 
 async def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

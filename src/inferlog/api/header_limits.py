@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -118,8 +118,9 @@ class HeaderLimitsProtocol(HttpToolsProtocol):
 
     # -- counting -------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport, from the event loop; uvicorn narrows the base signature.
+        super().connection_made(cast(asyncio.Transport, transport))
         self._arm()
 
     def data_received(self, data: bytes) -> None:

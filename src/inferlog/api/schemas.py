@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -35,14 +35,18 @@ def _case_model() -> type[BaseModel]:
         "Case",
         __config__=ConfigDict(
             extra="forbid",
-            json_schema_extra={"examples": [EXAMPLE_CASE]},
+            json_schema_extra={"examples": [{**EXAMPLE_CASE}]},
         ),
         __doc__="One case: the 30 measurements of the feature spec, all required.",
         **fields,
     )
 
 
-Case = _case_model()
+if TYPE_CHECKING:
+    # Made from the feature spec at import: to the type checker, a pydantic model.
+    Case = BaseModel
+else:
+    Case = _case_model()
 
 
 class TopFeature(BaseModel):

@@ -42,13 +42,14 @@ class ModelArtifacts:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ModelLoadError(
             f"{path} is missing: train the model first (`make model` or `python -m inferlog train`)"
         ) from exc
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"{path} is not valid JSON ({exc}): retrain the model") from exc
+    return data
 
 
 def load_artifacts(model_dir: Path) -> ModelArtifacts:

@@ -65,11 +65,13 @@ class Predictor:
         self._train_max = np.array([stats[n]["max"] for n in FEATURE_NAMES])
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
-        return (x - self._scaler.mean_) / self._scaler.scale_
+        z: np.ndarray = (x - self._scaler.mean_) / self._scaler.scale_
+        return z
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """P(malignant) for each row: one model call."""
-        return self._linear.predict_proba(self.standardise(x))[:, 1]
+        p: np.ndarray = self._linear.predict_proba(self.standardise(x))[:, 1]
+        return p
 
     def risk_level(self, probability: float) -> RiskLevel:
         if probability < self.threshold:

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -23,7 +23,7 @@ from inferlog.telemetry import stats
 from inferlog.telemetry.keys import sink_problem_key, transaction_key
 from inferlog.telemetry.record import RECORD_FIELD
 from inferlog.telemetry.redis_memory import memory_use
-from inferlog.telemetry.stream_group import split_consumers
+from inferlog.telemetry.stream_group import StreamEntries, split_consumers
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ class LiveLog:
         entry_id = await self.client.get(transaction_key(self.stream, transaction_id))
         if entry_id is None:
             return None
-        entries = await self.client.xrange(self.stream, min=entry_id, max=entry_id, count=1)
+        entries = cast(
+            StreamEntries,
+            await self.client.xrange(self.stream, min=entry_id, max=entry_id, count=1),
+        )
         if not entries:  # trimmed, or deleted by DELETE /logs
             return None
         try:

@@ -52,7 +52,8 @@ def transaction_id(scope: Scope) -> str:
 
 
 def elapsed_ms(scope: Scope) -> float:
-    return (time.perf_counter() - scope["state"]["started"]) * 1000
+    started: float = scope["state"]["started"]
+    return (time.perf_counter() - started) * 1000
 
 
 def record_inference(scope: Scope, inference: InferenceDraft) -> None:

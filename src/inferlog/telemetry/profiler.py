@@ -78,7 +78,11 @@ class Capture:
 
 
 def code_of(fn: Callable[..., Any]) -> CodeType:
-    return getattr(fn, "__code__", None) or fn.__func__.__code__  # type: ignore[attr-defined]
+    """The code object of a function or a bound method."""
+    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "__func__", None), "__code__", None)
+    if not isinstance(code, CodeType):
+        raise TypeError(f"{fn!r} is not a Python function")
+    return code
 
 
 class InferenceProfiler:
@@ -246,7 +250,7 @@ def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
         return summary
     stats = capture.profile.getstats()
     root = id(capture.root)
-    if not capture.subcalls or _VERIFIED_TREES.get(root) == set(map(id, map(_CODE, stats))):
+    if not capture.subcalls or _VERIFIED_TREES.get(root) == frozenset(map(id, map(_CODE, stats))):
         # Every entry is under the root (always, before 3.12); map/attrgetter keep this in C.
         calls = sum(map(_CALLS, stats))
         primitive = calls - sum(map(_RECURSIVE_CALLS, stats))
@@ -267,6 +271,8 @@ def summarize(capture: Capture, top_n: int) -> dict[str, Any]:
         top = [(t[0], t[1], t[4], t[3]) for t in chosen_totals]
     top_functions = []
     for code, nc, ct, tt in top:
+        if not isinstance(code, CodeType):  # a built-in: not profiled (builtins=False)
+            continue
         top_functions.append(
             {
                 "function": code.co_name,

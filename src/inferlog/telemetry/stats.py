@@ -78,7 +78,9 @@ class Tally:
     """Counter increments per minute, and the transaction ids, of one batch of records."""
 
     minutes: dict[dt.datetime, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    sums: dict[dt.datetime, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    sums: dict[dt.datetime, defaultdict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
     # Per function: calls, requests, cumulative ms, own ms. Field names are made once per
     # batch, not per record: a record names ten functions.
     functions: dict[dt.datetime, dict[FunctionKey, list[float]]] = field(
@@ -92,15 +94,15 @@ class Tally:
         for minute, counts in self.minutes.items():
             undo.minutes[minute].subtract(counts)
         for minute, sums in self.sums.items():
-            undo.sums[minute].subtract(sums)
+            undo.sums[minute] = defaultdict(float, {k: -v for k, v in sums.items()})
         for minute, functions in self.functions.items():
             undo.functions[minute] = {k: [-v for v in values] for k, values in functions.items()}
         return undo
 
     def fields(self, minute: dt.datetime) -> tuple[dict[str, int], dict[str, float]]:
         """The minute's integer and float increments, by hash field name."""
-        counts = dict(self.minutes.get(minute, {}))
-        sums = dict(self.sums.get(minute, {}))
+        counts: dict[str, int] = dict(self.minutes.get(minute, {}))
+        sums: dict[str, float] = dict(self.sums.get(minute, {}))
         for (line, file, function), (calls, requests, cumtime, tottime) in self.functions.get(
             minute, {}
         ).items():
@@ -225,7 +227,8 @@ async def read_window(client: Any, stream: str, minutes: list[dt.datetime]) -> l
     async with client.pipeline(transaction=False) as pipe:
         for minute in minutes:
             pipe.hgetall(stats_key(stream, minute))
-        return await pipe.execute()
+        hashes: list[dict[str, str]] = await pipe.execute()
+    return hashes
 
 
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))

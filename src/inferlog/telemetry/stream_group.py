@@ -7,6 +7,10 @@ from typing import Any
 
 import redis
 
+# Replies of XRANGE, XREVRANGE and XCLAIM from a client made with decode_responses=True (every
+# client here): redis-py types them for either mode.
+StreamEntries = list[tuple[str, dict[str, str]]]
+
 
 def entry_id(text: str) -> tuple[int, int]:
     """A stream entry id (`<ms>-<seq>`) as a pair that orders as Redis orders ids."""

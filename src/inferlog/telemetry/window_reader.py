@@ -26,14 +26,14 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 import redis
 
 from inferlog.telemetry.record import RECORD_FIELD, status_matches
-from inferlog.telemetry.stream_group import group_info
+from inferlog.telemetry.stream_group import StreamEntries, group_info
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,9 @@ def _newest_first(
     client = _client(window)
     while True:
         page = min(PAGE, window.max_records - count.records)
-        entries = client.xrevrange(window.stream, max=high, min=low, count=page)
+        entries = cast(
+            StreamEntries, client.xrevrange(window.stream, max=high, min=low, count=page)
+        )
         for entry_id, fields in entries:
             text = fields.get(RECORD_FIELD, "")
             count.records += 1
@@ -272,15 +274,21 @@ def _delete_acknowledged(window: Window) -> dict[str, int]:
     pending: set[str] = set()
     low = "-"
     while True:
-        page = client.xpending_range(window.stream, window.group, min=low, max="+", count=PAGE)
+        page = cast(
+            list[dict[str, Any]],
+            client.xpending_range(window.stream, window.group, min=low, max="+", count=PAGE),
+        )
         pending.update(p["message_id"] for p in page)
         if len(page) < PAGE:
             break
         low = "(" + page[-1]["message_id"]
     removed, low = 0, "-"
     while True:
-        entries = client.xrange(window.stream, min=low, max=group["last-delivered-id"], count=PAGE)
-        acknowledged = [entry_id for entry_id, _ in entries if entry_id not in pending]
+        entries = cast(
+            StreamEntries,
+            client.xrange(window.stream, min=low, max=group["last-delivered-id"], count=PAGE),
+        )
+        acknowledged: list[Any] = [i for i, _ in entries if i not in pending]  # str, invariant
         if acknowledged:
             removed += client.xdel(window.stream, *acknowledged)
         if len(entries) < PAGE:
@@ -341,7 +349,8 @@ class WindowReader:
         return result
 
     async def logs(self, limit: int, keep: LogFilter) -> bytes:
-        return await self._run(_scan_logs, self.window, limit, keep)
+        body: bytes = await self._run(_scan_logs, self.window, limit, keep)
+        return body
 
     async def drift(
         self,
@@ -352,10 +361,14 @@ class WindowReader:
         histograms: bool,
     ) -> bytes:
         """`cases`: (DRIFT_MIN_CASES, DRIFT_MAX_CASES)."""
-        return await self._run(_drift, self.window, model_version, since, until, cases, histograms)
+        body: bytes = await self._run(
+            _drift, self.window, model_version, since, until, cases, histograms
+        )
+        return body
 
     async def delete_acknowledged(self) -> dict[str, int]:
-        return await self._run(_delete_acknowledged, self.window)
+        counts: dict[str, int] = await self._run(_delete_acknowledged, self.window)
+        return counts
 
     def close(self) -> None:
         if self._pool is not None:

@@ -29,7 +29,8 @@ def build_app(
     client: ApiClient, kibana_url: str | None = None, logs_index: str = "ml-api-logs"
 ) -> gr.Blocks:
     """`kibana_url`: Kibana as a browser reaches it; a request's view then links to Discover."""
-    with gr.Blocks(title="inferlog") as app:
+    app = gr.Blocks(title="inferlog")
+    with app:
         gr.Markdown("# inferlog: breast-cancer prediction, observed")
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")
         # Outside the tabs: a timer inside one cannot be stopped before that tab has opened.

@@ -17,7 +17,8 @@ from inferlog.ui.common import error_box
 
 
 def build(client: ApiClient) -> gr.Tab:
-    with gr.Tab("Batch", id="batch") as tab:
+    tab = gr.Tab("Batch", id="batch")
+    with tab:
         gr.Markdown(
             "Upload a CSV whose header row names the 30 features; the results come back "
             "as a table and as a CSV with the prediction columns appended."

@@ -9,6 +9,11 @@ from urllib.parse import quote
 import httpx
 
 
+def _json(response: httpx.Response) -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
+    return body
+
+
 class ApiError(RuntimeError):
     """The API answered with an error (the message is the API's own), or did not answer."""
 
@@ -62,7 +67,7 @@ class ApiClient:
         return response
 
     def predict(self, case: dict[str, float]) -> dict[str, Any]:
-        return self._call("POST", "/predict", json=case).json()
+        return _json(self._call("POST", "/predict", json=case))
 
     def predict_csv(self, body: bytes) -> str:
         return self._call(
@@ -77,18 +82,18 @@ class ApiClient:
         return response.json() if fmt == "json" else response.text
 
     def stats(self) -> dict[str, Any]:
-        return self._call("GET", "/logs/stats").json()
+        return _json(self._call("GET", "/logs/stats"))
 
     def logs(self, **filters: Any) -> dict[str, Any]:
         """`GET /logs`: the records (newest first) and the window they come from."""
         params = {k: v for k, v in filters.items() if v not in (None, "")}
-        return self._call("GET", "/logs", params=params).json()
+        return _json(self._call("GET", "/logs", params=params))
 
     def log(self, transaction_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/logs/{quote(transaction_id, safe='')}").json()
+        return _json(self._call("GET", f"/logs/{quote(transaction_id, safe='')}"))
 
     def drift(self) -> dict[str, Any]:
-        return self._call("GET", "/drift").json()
+        return _json(self._call("GET", "/drift"))
 
     def model_info(self) -> dict[str, Any]:
-        return self._call("GET", "/model-info").json()
+        return _json(self._call("GET", "/model-info"))

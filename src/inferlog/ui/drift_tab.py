@@ -48,7 +48,8 @@ def distribution_frame(report: dict[str, Any], feature: str) -> pd.DataFrame:
 
 
 def build(client: ApiClient) -> gr.Tab:
-    with gr.Tab("Drift", id="drift") as tab:
+    tab = gr.Tab("Drift", id="drift")
+    with tab:
         gr.Markdown(
             "Inputs of the live window against the training data: a two-sample "
             "Kolmogorov-Smirnov test and a distance per feature (see `GET /drift`)."

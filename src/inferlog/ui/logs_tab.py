@@ -57,7 +57,8 @@ def _row(record: dict[str, Any]) -> list[Any]:
 def build(client: ApiClient, kibana_url: str | None, logs_index: str) -> LogsTab:
     features: list[dict[str, Any]] = []  # the feature spec with training ranges, asked once
 
-    with gr.Tab("Logs", id="logs") as tab:
+    tab = gr.Tab("Logs", id="logs")
+    with tab:
         with gr.Row():
             tid_filter = gr.Textbox(label="Transaction id", elem_id="logs-tid")
             status_filter = gr.Textbox(label="Status (e.g. 200, 4xx)", elem_id="logs-status")

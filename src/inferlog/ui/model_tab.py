@@ -59,7 +59,8 @@ trained {card["training"]["date"]}.
 
 
 def build(client: ApiClient) -> gr.Tab:
-    with gr.Tab("Model", id="model") as tab:
+    tab = gr.Tab("Model", id="model")
+    with tab:
         model_error = gr.HTML(elem_id="model-error")
         model_card = gr.Markdown(elem_id="model-card")
 

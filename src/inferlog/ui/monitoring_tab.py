@@ -101,7 +101,8 @@ def memory_line(memory: dict[str, Any] | None) -> str:
 
 def build(client: ApiClient, timer: gr.Timer) -> gr.Tab:
     """The tab; `timer` (placed outside the tabs, so it can be stopped) drives the refresh."""
-    with gr.Tab("Monitoring", id="monitoring") as tab:
+    tab = gr.Tab("Monitoring", id="monitoring")
+    with tab:
         gr.Markdown(
             f"Live statistics of the API's recent requests (refreshed every "
             f"{REFRESH_SECONDS:.0f} s while this tab is open)."

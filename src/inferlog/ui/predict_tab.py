@@ -78,7 +78,8 @@ def contributions_frame(result: dict[str, Any]) -> pd.DataFrame:
 
 
 def build(client: ApiClient) -> PredictTab:
-    with gr.Tab("Predict", id="predict") as tab:
+    tab = gr.Tab("Predict", id="predict")
+    with tab:
         inputs: list[gr.Number] = []
         with gr.Row():
             benign_button = gr.Button("Load a benign case")

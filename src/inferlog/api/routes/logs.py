@@ -32,11 +32,13 @@ TransactionId = Annotated[str, Path(max_length=64, description="the record's tra
 
 
 def _live_log(request: Request) -> LiveLog:
-    return request.app.state.live_log
+    live: LiveLog = request.app.state.live_log
+    return live
 
 
 def _reader(request: Request) -> WindowReader:
-    return request.app.state.window_reader
+    reader: WindowReader = request.app.state.window_reader
+    return reader
 
 
 @contextmanager
