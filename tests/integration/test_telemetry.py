@@ -515,6 +515,18 @@ def test_drift_finds_exactly_the_shifted_feature_in_the_live_window(
     future = client.get("/drift", params={"since": "2100-01-01T00:00:00"}).json()
     assert future["cases"] == 0
     assert future["enough_data"] is False
+    # Ranges outside the window, of any year, are empty ranges, not Redis errors.
+    for bounds in ({"until": "1258-04-23T20:06:14+11:14"}, {"until": "9999-12-31T23:59:59"}):
+        answer = client.get("/drift", params=bounds)
+        assert answer.status_code == 200, answer.text
+        logs = client.get("/logs", params={"since": "0387-03-23T04:04:07-11:32", **bounds})
+        assert logs.status_code == 200, logs.text
+    assert client.get("/drift", params={"until": "1258-01-01"}).json()["cases"] == 0
+    assert client.get("/drift", params={"until": "9999-12-31"}).json()["cases"] == 250 + kept
+    # Times are ISO 8601 text: a number is not taken as a Unix time.
+    refused = client.get("/drift", params={"since": "0.5"})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "since"
 
 
 def test_drift_compares_the_newest_cases_up_to_its_limit_and_says_it_left_older_ones_out(

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import sklearn
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Route
 
@@ -18,6 +18,7 @@ from inferlog import __version__
 from inferlog.api.body_limit import BodyLimitMiddleware
 from inferlog.api.docs_page import swagger_ui_page
 from inferlog.api.errors import install_error_handlers
+from inferlog.api.openapi_document import openapi_document
 from inferlog.api.routes import drift, examples, logs, meta, predict
 from inferlog.config import Settings, get_settings
 from inferlog.ml.artifacts import load_artifacts
@@ -166,11 +167,17 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served below, its scripts pinned by integrity
         redoc_url=None,
+        openapi_url=None,  # served below, its security as configured
     )
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return swagger_ui_page("/openapi.json", "inferlog API")
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        routes = [route for router in ROUTERS for route in router.routes]
+        return JSONResponse(openapi_document(app, settings, routes))
 
     metrics = Metrics(lambda: shipper.counters() if shipper else None)
     app.state.settings = settings
@@ -181,7 +188,10 @@ def create_app(
         enabled=settings.telemetry_enabled and settings.profiling_enabled,
         sample_rate=settings.profiling_sample_rate,
     )
-    install_error_handlers(app)
+    routes = known_routes()
+    install_error_handlers(
+        app, lambda path: {m for _, regex, methods in routes if regex.match(path) for m in methods}
+    )
     for router in ROUTERS:
         app.include_router(router)
     # Added last = outermost: every response, 413s included, carries the transaction id

@@ -5,7 +5,7 @@ nothing internal (the traceback goes to the service log, under the transaction i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -44,6 +44,25 @@ class InputError(Exception):
 # An answer's cost is bounded whatever the input: a header of two million unknown columns or
 # a key of megabytes gives a short answer, not every problem in full.
 LISTED_ERRORS = 50
+
+# The error answers a route can give, for its OpenAPI document (all in the ErrorResponse shape).
+_ERROR_DESCRIPTIONS = {
+    401: "no X-API-Key header, where this server needs a key",
+    403: "an X-API-Key that is not a key of the role this route needs",
+    404: "no such record in the live window",
+    413: "body too large: over 16 KiB for one case, MAX_BODY_BYTES for a batch",
+    415: "neither JSON nor CSV",
+    422: "invalid input, every bad field named",
+    503: "Redis is unreachable, or the reader process stopped; try again",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]} for code in codes
+    }
+
+
 TEXT_CHARS = 256
 
 
@@ -108,7 +127,13 @@ def _validation_message(errors: list[FieldError], total: int) -> str:
     return f"{total} invalid field(s): {shown}"
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI, methods_of: Callable[[str], Iterable[str]] | None = None
+) -> None:
+    """`methods_of(path)`: every method the API serves at a path, for a 405's `Allow` (the
+    router names only the first route that matched the path: `GET`, where `/logs` also takes
+    `DELETE`)."""
+
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         raw = exc.errors()
@@ -135,4 +160,6 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(request.scope, exc.status_code, code, message)
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405 and methods_of is not None:
+            response.headers["Allow"] = ", ".join(sorted(methods_of(request.url.path)))
         return response

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Security
 from fastapi.security import APIKeyHeader
@@ -56,6 +56,15 @@ async def require_read_key(provided: ApiKey, settings: SettingsDep) -> None:
 async def require_client_key(provided: ApiKey, settings: SettingsDep) -> None:
     if settings.require_api_key:
         _check(provided, _any_key(settings), "read or admin")
+
+
+def key_is_optional(dependencies: set[Any], settings: Settings) -> bool:
+    """Whether a route with these dependencies answers without a key under `settings`."""
+    if require_admin in dependencies:
+        return False
+    if require_read_key in dependencies:
+        return not (_any_key(settings) or settings.require_api_key)
+    return not settings.require_api_key
 
 
 AdminOnly = Depends(require_admin)

@@ -153,11 +153,15 @@ def _newest_first(
     """Records of the window, newest first, until `max_records` or `max_bytes` of them are read
     (counted in `count`); unreadable ones skipped. A record whose text `may_keep` refuses is
     not parsed: None in its place."""
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window.window_seconds)
-    low = _ms_id(max(start, since) if since else start)
+    now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(seconds=window.window_seconds)
+    oldest = max(start, since) if since else start
     # An entry's id is the time it was shipped, after its request: look a little past `until`
-    # (the caller filters on @timestamp).
-    high = "+" if until is None else _ms_id(until + SHIPPED_WITHIN)
+    # (the caller filters on @timestamp). Compared with now first: `until` may be any year.
+    if until is not None and until < now and until + SHIPPED_WITHIN < oldest:
+        return  # a range that ends before the window begins
+    high = "+" if until is None or until >= now else _ms_id(until + SHIPPED_WITHIN)
+    low = _ms_id(oldest)
     client = _client(window)
     while True:
         page = min(PAGE, window.max_records - count.records)

@@ -5,18 +5,20 @@ The window is read and the tests run in the reader process (`telemetry/window_re
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from inferlog.api.dependencies import PredictorDep, SettingsDep
-from inferlog.api.routes.logs import json_body, redis_errors
+from inferlog.api.errors import error_responses
+from inferlog.api.routes.logs import Moment, json_body, redis_errors
 from inferlog.api.security import ReadKey
 from inferlog.moments import as_utc
 
-router = APIRouter(tags=["drift"], dependencies=[ReadKey])
+router = APIRouter(
+    tags=["drift"], dependencies=[ReadKey], responses=error_responses(401, 403, 422, 503)
+)
 
 
 @router.get("/drift", summary="Per-feature drift of live inputs against the training data")
@@ -24,8 +26,8 @@ async def drift(
     request: Request,
     predictor: PredictorDep,
     settings: SettingsDep,
-    since: Annotated[dt.datetime | None, Query(description="ISO 8601, UTC if naive")] = None,
-    until: Annotated[dt.datetime | None, Query(description="ISO 8601, UTC if naive")] = None,
+    since: Annotated[Moment, Query(description="ISO 8601, UTC if naive")] = None,
+    until: Annotated[Moment, Query(description="ISO 8601, UTC if naive")] = None,
     histograms: Annotated[bool, Query(description="include per-feature histograms")] = True,
 ) -> Response:
     with redis_errors():

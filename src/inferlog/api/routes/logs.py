@@ -14,17 +14,29 @@ from typing import Annotated, Any
 
 import redis
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BeforeValidator
 
+from inferlog.api.errors import error_responses
 from inferlog.api.security import AdminOnly, ReadKey
-from inferlog.moments import as_utc
+from inferlog.moments import as_utc, parse_moment
 from inferlog.telemetry.live_log import LiveLog
 from inferlog.telemetry.record import STATUS_PATTERN
 from inferlog.telemetry.window_reader import LogFilter, ReaderError, WindowReader
 
 router = APIRouter(tags=["logs"])
-reads = APIRouter(tags=["logs"], dependencies=[ReadKey])
+reads = APIRouter(
+    tags=["logs"], dependencies=[ReadKey], responses=error_responses(401, 403, 422, 503)
+)
+
+
+def _iso_moment(value: object) -> object:
+    """ISO 8601 text only: pydantic alone would also take a number as a Unix time (`0.5`)."""
+    return parse_moment(value) if isinstance(value, str) else value
+
+
+Moment = Annotated[dt.datetime | None, BeforeValidator(_iso_moment)]
 
 MAX_PAGE = 200
 
@@ -62,7 +74,7 @@ async def recent_logs(
     # 200 records of the largest kind cost the reader ~50 ms to find and encode (4 MB), 1000
     # cost 250 ms (bench/request_costs.py); older records are in Elasticsearch.
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    since: Annotated[dt.datetime | None, Query(description="ISO 8601 time, UTC if naive")] = None,
+    since: Annotated[Moment, Query(description="ISO 8601 time, UTC if naive")] = None,
     status: Annotated[
         str | None, Query(pattern=STATUS_PATTERN, description="e.g. 422 or 4xx")
     ] = None,
@@ -124,7 +136,7 @@ async def log_stats(request: Request) -> dict[str, Any]:
     }
 
 
-@reads.get("/logs/{transaction_id}", summary="One request record")
+@reads.get("/logs/{transaction_id}", summary="One request record", responses=error_responses(404))
 async def one_log(request: Request, transaction_id: TransactionId) -> dict[str, Any]:
     with redis_errors():
         record = await _live_log(request).find(transaction_id)
@@ -137,6 +149,7 @@ async def one_log(request: Request, transaction_id: TransactionId) -> dict[str, 
     "/logs",
     summary="Remove the records the logs pipeline has acknowledged (admin)",
     dependencies=[AdminOnly],
+    responses=error_responses(401, 403, 503),
 )
 async def delete_logs(request: Request) -> dict[str, int]:
     with redis_errors():
@@ -144,7 +157,13 @@ async def delete_logs(request: Request) -> dict[str, int]:
     return deletion
 
 
-@router.get("/metrics", summary="Prometheus metrics", tags=["service"])
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["service"],
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST

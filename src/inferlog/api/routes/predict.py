@@ -14,13 +14,12 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from inferlog.api import csv_codec
 from inferlog.api.dependencies import PredictorDep, SettingsDep
-from inferlog.api.errors import LISTED_ERRORS, InputError, field_errors
+from inferlog.api.errors import LISTED_ERRORS, InputError, error_responses, field_errors
 from inferlog.api.schemas import (
     EXAMPLE_CASE,
     BatchResponse,
     Case,
     CasePrediction,
-    ErrorResponse,
     FieldError,
     PredictionResponse,
     ProbabilitiesResponse,
@@ -33,20 +32,14 @@ from inferlog.telemetry.drafts import InferenceDraft
 from inferlog.telemetry.middleware import elapsed_ms, record_inference, transaction_id
 from inferlog.telemetry.profiler import InferenceProfiler
 
-router = APIRouter(tags=["predictions"], dependencies=[ClientKey])
+router = APIRouter(
+    tags=["predictions"], dependencies=[ClientKey], responses=error_responses(401, 403, 413, 422)
+)
 # One case is under 1 KB of JSON (2 KB indented). A larger body for /predict or
 # /predict_proba gets 413 before it is parsed: 4 MB of unknown keys cost 5.7 s of validation
 # errors (bench/request_costs.py).
 CASE_BODY_BYTES = 16_384
 T = TypeVar("T")
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {
-        "model": ErrorResponse,
-        "description": "body too large: over 16 KiB for one case, MAX_BODY_BYTES for a batch",
-    },
-    422: {"model": ErrorResponse, "description": "invalid input, every bad field named"},
-}
 
 
 def as_matrix(cases: list[BaseModel]) -> np.ndarray:
@@ -97,7 +90,7 @@ def predict_cases(
     return predictions
 
 
-@router.post("/predict", response_model=PredictionResponse, responses=ERRORS)
+@router.post("/predict", response_model=PredictionResponse)
 async def predict(case: Case, request: Request, predictor: PredictorDep) -> PredictionResponse:
     """Classify one case: label, probability of malignancy, risk level and why."""
     prediction = predict_cases(request, predictor, as_matrix([case]), batch=False)[0]
@@ -109,7 +102,7 @@ async def predict(case: Case, request: Request, predictor: PredictorDep) -> Pred
     )
 
 
-@router.post("/predict_proba", response_model=ProbabilitiesResponse, responses=ERRORS)
+@router.post("/predict_proba", response_model=ProbabilitiesResponse)
 async def predict_proba(
     case: Case,
     request: Request,
@@ -128,18 +121,15 @@ async def predict_proba(
 
 _CSV_EXAMPLE = ",".join(FEATURE_NAMES) + "\n" + ",".join(str(v) for v in EXAMPLE_CASE.values())
 
+# Both bodies carry a list of cases; the CSV one as a header row of the feature names, then
+# a row per case. The largest list, MAX_BATCH_SIZE, is set per server (openapi_document.py).
+_CASES = {"type": "array", "items": {"$ref": "#/components/schemas/Case"}, "minItems": 1}
 BATCH_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {
-                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Case"}},
-                "example": [EXAMPLE_CASE],
-            },
-            "text/csv": {
-                "schema": {"type": "string"},
-                "example": _CSV_EXAMPLE,
-            },
+            "application/json": {"schema": dict(_CASES), "example": [EXAMPLE_CASE]},
+            "text/csv": {"schema": dict(_CASES), "example": _CSV_EXAMPLE},
         },
     }
 }
@@ -188,9 +178,8 @@ def first_batch_errors(exc: ValidationError, data: Any) -> list[FieldError]:
     response_model=BatchResponse,
     openapi_extra=BATCH_OPENAPI,
     responses={
-        **ERRORS,
         200: {"content": {"text/csv": {"example": _CSV_EXAMPLE + ",malignant,0.99,..."}}},
-        415: {"model": ErrorResponse, "description": "neither JSON nor CSV"},
+        **error_responses(415),
     },
 )
 async def predict_batch(
