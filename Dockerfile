@@ -6,12 +6,12 @@ ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-install-project
+    uv sync --locked --no-dev --extra service --no-install-project
 COPY README.md ./
 COPY src ./src
 COPY logs_pipeline ./logs_pipeline
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable
+    uv sync --locked --no-dev --extra service --no-editable
 # Training is deterministic: the image carries the same model version as every other build.
 RUN /app/.venv/bin/python -m inferlog train --model-dir /app/model
 

@@ -1,9 +1,11 @@
 """The feature spec: the single source of truth for the 30 input measurements.
 
 API schemas, the UI form, the CSV columns and the Elasticsearch mapping all derive from
-`FEATURES`. The ten measurements of a cell nucleus are described once below; each is reported
-three times (mean, standard error and worst = mean of the three largest values over the
-nuclei in the image), which gives the 30 features in scikit-learn's column order.
+`FEATURES`, read from `feature_spec.json` (written from the data set by
+`python -m inferlog.ml.feature_spec`; a test checks that it still matches). The ten
+measurements of a cell nucleus are described once below; each is reported three times (mean,
+standard error and worst = mean of the three largest values over the nuclei in the image),
+which gives the 30 features in scikit-learn's column order.
 
 Bounds: a value below `lower` (negative sizes) or above `upper` is impossible and refused.
 `upper` is 3x the largest value in the whole data set, rounded up to two significant digits:
@@ -13,15 +15,14 @@ Defaults are training-split medians.
 
 from __future__ import annotations
 
-import math
+import json
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
-from inferlog.ml import dataset
 
 Group = Literal["mean", "se", "worst"]
 
@@ -32,7 +33,6 @@ GROUP_DESCRIPTIONS: dict[Group, str] = {
     "se": "standard error over the nuclei in the image",
     "worst": "mean of the three largest values in the image",
 }
-_GROUP_BY_SUFFIX: dict[str, Group] = {g: g for g in GROUPS}
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,6 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     ),
 )
 
-UPPER_BOUND_FACTOR = 3.0
-
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -80,36 +78,16 @@ class FeatureSpec:
     default: float
 
 
-def _round_up_2sig(value: float) -> float:
-    exponent = math.floor(math.log10(value)) - 1
-    step = 10.0**exponent
-    return round(math.ceil(value / step) * step, max(0, -exponent))
+SPEC_FILE = Path(__file__).with_name("feature_spec.json")
 
 
-def _build() -> tuple[FeatureSpec, ...]:
-    data = dataset.load()
-    train = dataset.split().x_train
-    by_key = {m.key: m for m in MEASUREMENTS}
-    specs = []
-    for column, name in enumerate(data.feature_names):
-        key, _, suffix = name.rpartition("_")
-        measurement, group = by_key[key], _GROUP_BY_SUFFIX[suffix]
-        specs.append(
-            FeatureSpec(
-                name=name,
-                label=f"{measurement.label} ({GROUP_LABELS[group]})",
-                unit=measurement.unit,
-                group=group,
-                description=f"{measurement.description}; {GROUP_DESCRIPTIONS[group]}",
-                lower=0.0,
-                upper=_round_up_2sig(UPPER_BOUND_FACTOR * float(data.x[:, column].max())),
-                default=float(np.median(train[:, column])),
-            )
-        )
-    return tuple(specs)
+def load_spec(path: Path = SPEC_FILE) -> tuple[FeatureSpec, ...]:
+    """The spec as written from the data set (`python -m inferlog.ml.feature_spec`): read, not
+    computed, so that processes without scikit-learn (the UI) share it."""
+    return tuple(FeatureSpec(**entry) for entry in json.loads(path.read_text()))
 
 
-FEATURES: tuple[FeatureSpec, ...] = _build()
+FEATURES: tuple[FeatureSpec, ...] = load_spec()
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURES_BY_NAME: dict[str, FeatureSpec] = {f.name: f for f in FEATURES}
 
@@ -123,7 +101,3 @@ def matrix_of(cases: Iterable[Mapping[str, float]]) -> np.ndarray:
     # 200,000 cases: 0.7 s instead of 1.0 s).
     rows = [_IN_SPEC_ORDER(case) for case in cases]
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
-
-
-def defaults() -> dict[str, float]:
-    return {f.name: f.default for f in FEATURES}

@@ -22,6 +22,7 @@ from tests.servers import RedisServer, answers, free_port, require_binary, wait_
 ADMIN_KEY, READ_KEY = "e2e-admin-key", "e2e-read-key"
 KEYED = {"X-API-Key": READ_KEY}
 KIBANA_URL = "http://kibana.test:5601"  # only linked to, never opened
+ROOT = Path(__file__).resolve().parents[2]
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -36,7 +37,15 @@ CHROMIUM_ARGS = [
 class Process:
     """A server process that tests can stop and start again on the same port."""
 
-    def __init__(self, args: list[str], env: dict[str, str], url: str, ready_path: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        url: str,
+        ready_path: str,
+        python: str = sys.executable,
+    ) -> None:
+        self.python = python
         self.args = args
         self.env = env
         self.url = url
@@ -45,7 +54,7 @@ class Process:
 
     def start(self, timeout: float = 90) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, *self.args],
+            [self.python, *self.args],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -90,7 +99,26 @@ def api(
 
 
 @pytest.fixture(scope="session")
-def ui(api: Process) -> Iterator[Process]:
+def ui_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Python with what the UI image installs and nothing more: the project (editable, so
+    this checkout) with its `ui` extra; no `service` extra (scikit-learn, SciPy, the Redis and
+    Elasticsearch clients), no dev tools. The UI's browser tests run against it."""
+    bootstrapped = ROOT / ".tools" / "bin" / "uv"  # where make installs it
+    uv = os.environ.get("UV") or (str(bootstrapped) if bootstrapped.exists() else None)
+    uv = uv or require_binary("uv")
+    venv = tmp_path_factory.mktemp("ui-only") / ".venv"
+    subprocess.run(
+        [uv, "sync", "--locked", "--no-dev", "--extra", "ui", "--python", sys.executable, "-q"],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"},
+        check=True,
+        timeout=600,
+    )
+    return str(venv / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def ui(api: Process, ui_python: str) -> Iterator[Process]:
     port = free_port()
     env = {
         **os.environ,
@@ -101,7 +129,7 @@ def ui(api: Process) -> Iterator[Process]:
         "GRADIO_ANALYTICS_ENABLED": "False",
         "LOG_LEVEL": "WARNING",
     }
-    server = Process(["-m", "inferlog.ui"], env, f"http://127.0.0.1:{port}", "/")
+    server = Process(["-m", "inferlog.ui"], env, f"http://127.0.0.1:{port}", "/", ui_python)
     server.start()
     yield server
     server.stop()

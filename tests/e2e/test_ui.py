@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import re
+import subprocess
 import time
 from functools import partial
 from pathlib import Path
@@ -365,3 +366,30 @@ def test_the_drift_tab_shows_the_drifted_feature_when_opened_and_plots_it(
     page.locator("#drift-summary").click()  # closes the dropdown
     expect(page.locator("#drift-plot")).to_contain_text("reference")
     page.screenshot(path=screenshots / "drift.png", full_page=True)
+
+
+def test_the_ui_serves_from_an_environment_without_the_model_side(
+    ui_python: str, ui: Process
+) -> None:
+    model_side = ("sklearn", "scipy", "joblib", "redis", "elasticsearch", "fastapi.testclient")
+    probe = subprocess.run(
+        [
+            ui_python,
+            "-c",
+            "import importlib.util, sys\n"
+            f"print(*[m for m in {model_side!r} if importlib.util.find_spec(m.split('.')[0])])\n"
+            "import inferlog.ui.app\n"
+            "print(*sorted(m for m in sys.modules if m.startswith('inferlog.') and "
+            "not m.startswith(('inferlog.ui', 'inferlog.features', 'inferlog.kibana_links'))))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    installed, imported = probe.stdout.splitlines()
+    # Gradio brings FastAPI; nothing of the model, the Redis or the Elasticsearch side.
+    assert installed.split() == ["fastapi.testclient"]
+    assert imported == ""  # the UI imports no other part of the project
+    assert ui.python == ui_python
+    assert httpx.get(ui.url, timeout=10).status_code == 200

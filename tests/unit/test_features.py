@@ -2,8 +2,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from inferlog.features import FEATURE_NAMES, FEATURES, GROUPS, MEASUREMENTS
+from inferlog.features import FEATURE_NAMES, FEATURES, GROUPS, MEASUREMENTS, SPEC_FILE
 from inferlog.ml import dataset
+from inferlog.ml.feature_spec import build_spec, spec_json
+
+
+def test_the_shipped_spec_file_is_what_the_data_set_gives() -> None:
+    assert SPEC_FILE.read_text() == spec_json(build_spec()), (
+        "feature_spec.json is stale: run python -m inferlog.ml.feature_spec"
+    )
 
 
 def test_spec_has_the_thirty_dataset_columns_in_dataset_order() -> None:
