@@ -29,7 +29,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import numpy as np
 import psutil
 import redis
 
+from inferlog.cli import free_port
 from inferlog.ml import dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,12 +115,6 @@ class Run:
         if self.to_last_record_s is None:  # no records in this mode: responses only
             return self.responses / self.seconds
         return self.records / self.to_last_record_s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(url: str, timeout: float = 120) -> None:

@@ -52,15 +52,6 @@ class CliError(RuntimeError):
     """A clear message for the user, no traceback."""
 
 
-def names(settings: Settings) -> IndexNames:
-    return IndexNames(
-        logs=settings.index_logs,
-        message=settings.index_message,
-        perfs=settings.index_perfs,
-        dead_letters=settings.index_dead_letters,
-    )
-
-
 REDIS_GRACE_SECONDS = 5.0
 REPLAY_BACKOFF_SECONDS = (1, 2, 4, 8, 16)
 DRIFT_REPORT = Path("data/reports/drift-report.html")  # under data/: kept out of git
@@ -127,7 +118,7 @@ def make_pipeline(settings: Settings) -> Pipeline:
         block_ms=settings.pipeline_block_ms,
         claim_idle_ms=settings.pipeline_claim_idle_ms,
     )
-    indexer = Indexer(names(settings), RecordFilter.from_json(settings.pipeline_rules))
+    indexer = Indexer(IndexNames.of(settings), RecordFilter.from_json(settings.pipeline_rules))
     return Pipeline(
         collector,
         indexer,
@@ -224,9 +215,9 @@ def prepare_indices(client: Elasticsearch, settings: Settings) -> None:
         body = templates.lifecycle_policy(settings.retention_days)
         client.ilm.put_lifecycle(name=policy, policy=body["policy"])
         log.info("lifecycle policy %s: delete after %d days", policy, settings.retention_days)
-    bodies = templates.index_templates(names(settings), policy)
+    bodies = templates.index_templates(IndexNames.of(settings), policy)
     es_sink.ElasticsearchSink(client).install_templates(bodies)
-    index_names = names(settings)
+    index_names = IndexNames.of(settings)
     for alias in (
         index_names.logs,
         index_names.message,
@@ -278,14 +269,14 @@ def setup(settings: Settings) -> int:
         from logs_pipeline import templates
 
         user = templates.PIPELINE_USER
-        client.security.put_role(name=user, **templates.pipeline_role(names(settings)))
+        client.security.put_role(name=user, **templates.pipeline_role(IndexNames.of(settings)))
         client.security.put_user(
             username=user,
             password=settings.pipeline_elasticsearch_password.get_secret_value(),
             roles=[user],
             full_name="inferlog logs pipeline",
         )
-        log.info("role and user %s: write %s", user, ", ".join(astuple(names(settings))))
+        log.info("role and user %s: write %s", user, ", ".join(astuple(IndexNames.of(settings))))
     if settings.kibana_url:
         import httpx
 
@@ -297,7 +288,7 @@ def setup(settings: Settings) -> int:
                 settings.elasticsearch_username,
                 settings.elasticsearch_password.get_secret_value(),
             )
-        payload = kibana.to_ndjson(kibana.saved_objects(names(settings)))
+        payload = kibana.to_ndjson(kibana.saved_objects(IndexNames.of(settings)))
         try:
             count = kibana.import_saved_objects(settings.kibana_url, auth, payload)
         except (RuntimeError, httpx.HTTPError) as exc:
@@ -324,7 +315,7 @@ def drift(settings: Settings, args: argparse.Namespace) -> int:
     from logs_pipeline import drift_report
 
     since, until = args.since, args.until
-    index = names(settings).message
+    index = IndexNames.of(settings).message
     if settings.elasticsearch_url:
         documents = drift_report.documents_from_elasticsearch(
             elasticsearch_client(settings), index, since, until

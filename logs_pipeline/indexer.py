@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from inferlog.config import Settings
 from inferlog.telemetry.record import HotFunction, Ml, RequestRecord
 from logs_pipeline.filter import RecordFilter
 from logs_pipeline.sinks import Action, RawJson
@@ -37,10 +38,29 @@ from logs_pipeline.sinks import Action, RawJson
 
 @dataclass(frozen=True)
 class IndexNames:
-    logs: str = "ml-api-logs"
-    message: str = "ml-api-message"
-    perfs: str = "ml-api-perfs"
-    dead_letters: str = "ml-api-dead-letters"
+    """The aliases written to: `INDEX_*` settings (`default()`: their defaults, whatever the
+    environment says, for the files the project ships)."""
+
+    logs: str
+    message: str
+    perfs: str
+    dead_letters: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> IndexNames:
+        return cls(
+            settings.index_logs,
+            settings.index_message,
+            settings.index_perfs,
+            settings.index_dead_letters,
+        )
+
+    @classmethod
+    def default(cls) -> IndexNames:
+        fields = Settings.model_fields
+        return cls(
+            *(fields[f"index_{n}"].default for n in ("logs", "message", "perfs", "dead_letters"))
+        )
 
 
 def _name(f: HotFunction) -> str:

@@ -534,7 +534,7 @@ def predictions_dashboard(message: str) -> dict[str, Any]:
 
 
 def saved_objects(names: IndexNames | None = None) -> list[dict[str, Any]]:
-    names = names or IndexNames()
+    names = names or IndexNames.default()
     return [
         data_view(names.logs),
         data_view(names.message),

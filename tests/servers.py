@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx2 as httpx
+import httpx
 import pytest
 import redis
 
+from inferlog.cli import free_port as free_port  # re-exported: tests take it from here
+
 # The host name Starlette's TestClient sends, allowed next to the API's defaults.
 TEST_CLIENT_HOSTS = ["testserver", "localhost", "127.0.0.1", "::1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def answers(url: str) -> bool:

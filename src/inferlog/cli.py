@@ -43,6 +43,13 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A loopback port the system says is free now (for test and benchmark servers)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def port_taken(host: str, port: int, variable: str) -> bool:
     """True (and said in one line) when a server cannot bind host:port."""
     if port_free(host, port):

@@ -11,7 +11,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-import httpx2 as httpx
+import httpx
 from playwright.sync_api import Page, expect
 
 from inferlog.features import FEATURE_NAMES

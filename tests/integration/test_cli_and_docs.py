@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-import httpx2 as httpx
+import httpx
 import pytest
 
 from inferlog.config import Settings

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx2 as httpx
+import httpx
 import pytest
 
 from inferlog.ml import dataset

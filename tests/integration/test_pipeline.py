@@ -33,7 +33,8 @@ from inferlog.config import Settings
 from inferlog.ml import dataset
 from inferlog.ml.predictor import Predictor
 from inferlog.telemetry.keys import sink_problem_key
-from logs_pipeline.__main__ import make_pipeline, names, replay, setup
+from logs_pipeline.__main__ import make_pipeline, replay, setup
+from logs_pipeline.indexer import IndexNames
 from logs_pipeline.pipeline import Pipeline
 from logs_pipeline.status import stream_status
 from logs_pipeline.templates import POLICY_NAME, index_templates
@@ -51,6 +52,11 @@ class Expected:
 
 
 @pytest.fixture
+def data_indices(settings: Settings) -> tuple[str, str, str]:
+    names = IndexNames.of(settings)
+    return names.logs, names.message, names.perfs
+
+
 def proxy(osmem_clone: Any) -> Iterator[SearchProxy]:
     search = SearchProxy(osmem_clone.url)
     yield search
@@ -131,7 +137,7 @@ def drain(pipeline: Pipeline) -> None:
 
 def counts(settings: Settings) -> Expected:
     client = es(settings)
-    index = names(settings)
+    index = IndexNames.of(settings)
     client.indices.refresh(index="*")
 
     def count(name: str) -> int:
@@ -152,7 +158,7 @@ def counts(settings: Settings) -> Expected:
 
 def dead_letters(settings: Settings) -> list[dict[str, Any]]:
     client = es(settings)
-    index = names(settings).dead_letters
+    index = IndexNames.of(settings).dead_letters
     if not client.indices.exists(index=index):
         return []
     client.indices.refresh(index=index)
@@ -191,15 +197,17 @@ def test_mixed_traffic_gives_exact_counts_and_documents_match_the_templates(
     assert counts(settings) == expected
     assert pending(redis_server, settings) == 0
     client = es(settings)
-    templates = index_templates(names(settings))
-    for index in (names(settings).logs, names(settings).message, names(settings).perfs):
+    templates = index_templates(IndexNames.of(settings))
+    for index in data_indices(settings):
         declared = templates[index]["template"]["mappings"]["properties"]
         (generation,) = client.indices.get_mapping(index=index).values()  # behind the alias
         assert set(generation["mappings"]["properties"]) == set(declared), index
-    message = client.search(index=names(settings).message, size=1)["hits"]["hits"][0]["_source"]
+    message = client.search(index=IndexNames.of(settings).message, size=1)["hits"]["hits"][0][
+        "_source"
+    ]
     assert set(message["input"]) == set(dataset.load().feature_names)
     perf = client.search(
-        index=names(settings).perfs,
+        index=IndexNames.of(settings).perfs,
         size=1,
         query={
             "bool": {"filter": [{"term": {"url.path": "/predict"}}, {"term": {"kind": "request"}}]}
@@ -209,7 +217,7 @@ def test_mixed_traffic_gives_exact_counts_and_documents_match_the_templates(
     assert profile["function_calls"] > 0
     assert ":" in profile["hottest_function"]
     functions = client.search(
-        index=names(settings).perfs, size=1000, query={"term": {"kind": "function"}}
+        index=IndexNames.of(settings).perfs, size=1000, query={"term": {"kind": "function"}}
     )["hits"]["hits"]
     # Each profiled request's top 5 functions, named module:function.
     assert len(functions) == 5 * expected.perfs
@@ -276,13 +284,13 @@ def test_a_document_the_mapping_refuses_is_dead_lettered_and_acknowledged(
     settings: Settings, predictor: Predictor, redis_server: RedisServer
 ) -> None:
     # A logs index whose `message` is numeric: every record is refused (400, a mapping error).
-    numeric_first_generation(settings, names(settings).logs, "message")
+    numeric_first_generation(settings, IndexNames.of(settings).logs, "message")
     setup_templates(settings)  # keeps the alias there is
     produce(settings, predictor, rounds=1)
     drain(make_pipeline(settings))
     letters = dead_letters(settings)
     assert len(letters) == 7
-    assert {d["index"] for d in letters} == {names(settings).logs}
+    assert {d["index"] for d in letters} == {IndexNames.of(settings).logs}
     assert {d["reason"] for d in letters} <= {
         "mapper_parsing_exception",
         "document_parsing_exception",
@@ -405,12 +413,12 @@ def test_once_drains_the_stream_and_status_reports_it(
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["entries"] == expected.logs
-    assert summary["indexed"][names(settings).logs] == expected.logs
+    assert summary["indexed"][IndexNames.of(settings).logs] == expected.logs
     report = json.loads(run_cli(settings, "status").stdout)
     assert report["pending"] == 0
     assert report["lag"] == 0
     assert report["trimmed_before_delivery"] == 0
-    assert report["documents"][names(settings).message] == expected.message
+    assert report["documents"][IndexNames.of(settings).message] == expected.message
     assert report["sink"] == "elasticsearch"
     assert report["sink_problem"] is None
     assert report["redis_memory"]["used_bytes"] > 0
@@ -661,7 +669,7 @@ def test_a_bulk_request_refused_as_a_whole_is_retried_until_every_record_is_inde
     assert dead_letters(settings) == []
     assert pending(redis_server, settings) == 0
     sink_counts = es(settings).count  # the sink's own counts against what the pipeline says
-    for index in (names(settings).logs, names(settings).message, names(settings).perfs):
+    for index in data_indices(settings):
         assert pipeline.counters.documents[index] == sink_counts(index=index)["count"], index
 
 
@@ -690,7 +698,7 @@ def test_a_body_too_large_is_split_and_only_a_document_over_the_limit_is_dead_le
     assert proxy.refused_bulk_requests > 0
     letters = dead_letters(settings)
     assert [(d["index"], d["reason"]) for d in letters] == [
-        (names(settings).logs, "document_too_large")
+        (IndexNames.of(settings).logs, "document_too_large")
     ]
     assert counts(settings) == Expected(
         logs=expected.logs,
@@ -715,7 +723,9 @@ def test_a_request_the_cluster_cannot_parse_is_bisected_to_the_one_bad_document(
     with Running(settings) as pipeline:
         wait_until(lambda: pipeline.counters.acknowledged == expected.logs + 1, 60)
     letters = dead_letters(settings)
-    assert [(d["index"], d["reason"]) for d in letters] == [(names(settings).logs, "bad_request")]
+    assert [(d["index"], d["reason"]) for d in letters] == [
+        (IndexNames.of(settings).logs, "bad_request")
+    ]
     assert '"x-poison"' in letters[0]["original"]
     assert counts(settings) == expected
     assert pipeline.counters.dead_letters == 1
@@ -726,7 +736,7 @@ def test_a_dead_letter_the_sink_refuses_leaves_its_entry_pending(
     settings: Settings, predictor: Predictor, redis_server: RedisServer
 ) -> None:
     # A dead-letter index whose `reason` is numeric: every dead letter is refused.
-    numeric_first_generation(settings, names(settings).dead_letters, "reason")
+    numeric_first_generation(settings, IndexNames.of(settings).dead_letters, "reason")
     setup_templates(settings)
     r = redis_server.client()
     unusable = r.xadd(settings.redis_stream, {"record": "{not json"})
@@ -847,7 +857,7 @@ def test_setup_installs_retention_and_the_first_index_behind_each_alias(
     assert policy["phases"]["delete"]["min_age"] == f"{settings.retention_days}d"
     assert "rollover" in policy["phases"]["hot"]["actions"]
     client = es(settings)
-    for alias in vars(names(settings)).values():
+    for alias in vars(IndexNames.of(settings)).values():
         assert proxy.lifecycle_settings[alias] == {
             "index.lifecycle.name": POLICY_NAME,
             "index.lifecycle.rollover_alias": alias,
@@ -861,10 +871,10 @@ def test_setup_installs_retention_and_the_first_index_behind_each_alias(
 def test_setup_adds_new_fields_to_indices_an_earlier_version_made(
     settings: Settings, predictor: Predictor
 ) -> None:
-    perfs = names(settings).perfs
+    perfs = IndexNames.of(settings).perfs
     client = es(settings)
     # ml-api-perfs as before one document per rank: strict, without `function.by_self`.
-    earlier = index_templates(names(settings))[perfs]["template"]["mappings"]
+    earlier = index_templates(IndexNames.of(settings))[perfs]["template"]["mappings"]
     earlier["properties"]["function"] = {"properties": {"name": {"type": "keyword"}}}
     client.indices.create(
         index=f"{perfs}-000001", mappings=earlier, aliases={perfs: {"is_write_index": True}}
@@ -888,11 +898,13 @@ def test_a_pipeline_started_before_setup_waits_for_it_and_creates_no_index(
     with Running(settings) as pipeline:
         wait_until(lambda: "index_not_found" in (sink_problem(redis_server, settings) or ""), 30)
         assert pipeline.counters.acknowledged == 0
-        assert not es(settings).indices.exists(index=names(settings).logs)  # not auto-created
+        assert not es(settings).indices.exists(
+            index=IndexNames.of(settings).logs
+        )  # not auto-created
         setup_templates(settings)
         wait_until(lambda: pipeline.counters.acknowledged == expected.logs, 60)
     assert counts(settings) == expected
-    assert es(settings).indices.get_alias(name=names(settings).logs)
+    assert es(settings).indices.get_alias(name=IndexNames.of(settings).logs)
 
 
 def test_items_refused_for_now_in_a_bulk_answer_are_sent_again_and_counted_once(
@@ -909,7 +921,7 @@ def test_items_refused_for_now_in_a_bulk_answer_are_sent_again_and_counted_once(
     assert counts(settings) == expected
     assert dead_letters(settings) == []
     client = es(settings)
-    for index in (names(settings).logs, names(settings).message, names(settings).perfs):
+    for index in data_indices(settings):
         assert pipeline.counters.documents[index] == client.count(index=index)["count"], index
     assert pending(redis_server, settings) == 0
 
@@ -926,7 +938,7 @@ def test_setup_gives_the_pipeline_a_user_whose_role_covers_every_call_it_makes_a
     role = proxy.roles["inferlog-pipeline"]
     assert role["cluster"] == ["monitor"]  # no manage, no security, no all
     (grant,) = role["indices"]
-    aliases = {names(settings).logs, names(settings).message, names(settings).perfs}
+    aliases = set(data_indices(settings))
     assert {pattern.rstrip("*") for pattern in grant["names"]} >= aliases
     assert all(pattern.startswith("ml-api-") for pattern in grant["names"])
     assert set(grant["privileges"]) == {"index", "view_index_metadata", "monitor"}

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx2 as httpx
+import httpx
 import psutil
 import pytest
 import redis

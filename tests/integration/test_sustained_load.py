@@ -18,7 +18,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
+import httpx
 import psutil
 
 from inferlog.ml import dataset

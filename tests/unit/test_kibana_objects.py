@@ -32,7 +32,7 @@ from tests.records import record
 
 OBJECTS = [json.loads(line) for line in SAVED_OBJECTS_FILE.read_text().splitlines()]
 BY_ID = {(o["type"], o["id"]): o for o in OBJECTS}
-NAMES = IndexNames()
+NAMES = IndexNames.default()
 
 
 class Field(NamedTuple):

@@ -52,7 +52,7 @@ def test_a_bad_rule_is_a_clear_error_not_a_silent_drop() -> None:
 
 
 def test_a_batch_expands_into_one_message_document_per_case(predictor: Predictor) -> None:
-    names = IndexNames()
+    names = IndexNames.default()
     batch = record(predictor, "/predict/batch", cases=4)
     actions = Indexer(names, RecordFilter()).documents(batch)
     messages = [a for a in actions if a["_index"] == names.message]
@@ -74,12 +74,14 @@ def test_a_batch_expands_into_one_message_document_per_case(predictor: Predictor
 def test_documents_are_the_same_for_a_redelivered_record(predictor: Predictor) -> None:
     one = record(predictor, "/predict/batch", cases=3)
     again = RequestRecord.model_validate_json(one.to_json())
-    indexer = Indexer(IndexNames(), RecordFilter())
+    indexer = Indexer(IndexNames.default(), RecordFilter())
     assert indexer.documents(one) == indexer.documents(again)
 
 
 def test_an_unprofiled_request_has_no_perfs_document(predictor: Predictor) -> None:
-    actions = Indexer(IndexNames(), RecordFilter()).documents(record(predictor, profiled=False))
+    actions = Indexer(IndexNames.default(), RecordFilter()).documents(
+        record(predictor, profiled=False)
+    )
     assert {a["_index"] for a in actions} == {"ml-api-logs", "ml-api-message"}
 
 
@@ -87,7 +89,7 @@ def test_function_documents_rank_the_top_five_by_self_time_and_callees_by_cumula
     predictor: Predictor,
 ) -> None:
     one = record(predictor)
-    actions = Indexer(IndexNames(), RecordFilter()).documents(one)
+    actions = Indexer(IndexNames.default(), RecordFilter()).documents(one)
     request, *functions = [a for a in actions if a["_index"] == "ml-api-perfs"]
     top = one.ml.profile.top_functions if one.ml else []
     assert request["_id"] == one.transaction.id
@@ -163,7 +165,7 @@ def test_a_record_as_the_api_ships_it_becomes_the_logs_document_as_it_is(
     assert parsed.text is text
     (logs,) = [
         a
-        for a in Indexer(IndexNames(), RecordFilter()).documents(*parsed)
+        for a in Indexer(IndexNames.default(), RecordFilter()).documents(*parsed)
         if a["_index"] == "ml-api-logs"
     ]
     assert source_json(logs) == text.encode()
@@ -212,7 +214,7 @@ def test_documents_survive_the_ndjson_file_and_a_huge_integer(
     predictor: Predictor, tmp_path: Path
 ) -> None:
     one = record(predictor, "/predict/batch", cases=2)
-    actions = Indexer(IndexNames(), RecordFilter()).documents(
+    actions = Indexer(IndexNames.default(), RecordFilter()).documents(
         *parse(entry({"record": one.to_json()}))
     )
     actions[1]["_source"]["row"] = 2**70  # pydantic takes it, orjson does not
@@ -237,7 +239,7 @@ def test_a_profile_of_fewer_functions_than_charted_makes_fewer_rank_documents(
     one.ml.profile.top_functions = one.ml.profile.top_functions[:3]
     perfs = [
         a
-        for a in Indexer(IndexNames(), RecordFilter()).documents(one)
+        for a in Indexer(IndexNames.default(), RecordFilter()).documents(one)
         if a["_index"] == "ml-api-perfs"
     ]
     ranked = [a["_source"]["function"] for a in perfs[1:]]
@@ -247,7 +249,7 @@ def test_a_profile_of_fewer_functions_than_charted_makes_fewer_rank_documents(
 
 
 def test_templates_are_composable_strict_and_cover_every_feature() -> None:
-    templates = index_templates(IndexNames())
+    templates = index_templates(IndexNames.default())
     assert set(templates) == {
         "ml-api-logs",
         "ml-api-message",
@@ -261,7 +263,9 @@ def test_templates_are_composable_strict_and_cover_every_feature() -> None:
         settings = body["template"]["settings"]
         assert settings["index.lifecycle.name"] == POLICY_NAME
         assert settings["index.lifecycle.rollover_alias"] == name
-    without = index_templates(IndexNames(), policy=None)["ml-api-logs"]["template"]["settings"]
+    without = index_templates(IndexNames.default(), policy=None)["ml-api-logs"]["template"][
+        "settings"
+    ]
     assert not any(key.startswith("index.lifecycle") for key in without)
     message = templates["ml-api-message"]["template"]["mappings"]["properties"]
     assert list(message["input"]["properties"]) == list(FEATURE_NAMES)

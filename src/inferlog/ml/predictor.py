@@ -14,7 +14,7 @@ instruments on every request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -43,6 +43,17 @@ class Prediction:
     risk_level: RiskLevel
     top_features: list[Contribution]
     out_of_range_features: list[str]
+
+    def verdict(self) -> dict[str, Any]:
+        """The answer without its explanation and its probability, whose name differs between
+        an API answer (`probability_malignant`) and a request record (`probability`)."""
+        # Plain attribute access: dataclasses.asdict deep-copies, a visible cost per request.
+        return {
+            "label": self.label,
+            "threshold": self.threshold,
+            "risk_level": self.risk_level,
+            "out_of_range_features": self.out_of_range_features,
+        }
 
 
 class Predictor:

@@ -109,13 +109,7 @@ def _event_outcome(status: int) -> Literal["success", "failure", "unknown"]:
 
 
 def _outcome(p: Prediction) -> dict[str, Any]:
-    return {
-        "label": p.label,
-        "probability": p.probability_malignant,
-        "threshold": p.threshold,
-        "risk_level": p.risk_level,
-        "out_of_range_features": p.out_of_range_features,
-    }
+    return {**p.verdict(), "probability": p.probability_malignant}
 
 
 def _message(draft: Draft, path: str, error_message: str | None) -> str:

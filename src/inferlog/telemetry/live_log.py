@@ -23,7 +23,7 @@ from inferlog.telemetry import stats
 from inferlog.telemetry.keys import sink_problem_key, transaction_key
 from inferlog.telemetry.record import RECORD_FIELD
 from inferlog.telemetry.redis_memory import memory_use
-from inferlog.telemetry.stream_group import StreamEntries, split_consumers
+from inferlog.telemetry.stream_group import StreamEntries, named_group, split_consumers
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class LiveLog:
             groups = await self.client.xinfo_groups(self.stream)
         except redis.ResponseError:  # no such stream yet
             groups = []
-        group = next((g for g in groups if g["name"] == self.group), None)
+        group = named_group(groups, self.group)
         if group is None:
             info.update(
                 consumers=0, stale_consumers=0, pending=0, lag=length, last_delivered_id=None

@@ -1,5 +1,5 @@
-"""The records stream's consumer group, as Redis reports it (synchronous clients: the logs
-pipeline and the API's reader process)."""
+"""The records stream's consumer group, as Redis reports it (`group_info`: for the
+synchronous clients, the logs pipeline and the API's reader process)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,18 @@ def entry_id(text: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def named_group(groups: list[dict[str, Any]], group: str) -> dict[str, Any] | None:
+    """One group of an `XINFO GROUPS` reply; None when it is not there."""
+    return next((g for g in groups if g["name"] == group), None)
+
+
 def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
     """`XINFO GROUPS` of one group; None when the group (or the stream) does not exist."""
     try:
         groups = client.xinfo_groups(stream)
     except redis.ResponseError:  # no such stream yet
         return None
-    return next((g for g in groups if g["name"] == group), None)
+    return named_group(groups, group)
 
 
 def split_consumers(

@@ -47,17 +47,13 @@ def as_matrix(cases: list[BaseModel]) -> np.ndarray:
 
 
 def prediction_fields(p: Prediction) -> dict[str, Any]:
-    # Plain attribute access: dataclasses.asdict deep-copies and was a visible cost per request.
     return {
-        "label": p.label,
+        **p.verdict(),
         "probability_malignant": p.probability_malignant,
-        "threshold": p.threshold,
-        "risk_level": p.risk_level,
         "top_features": [
             TopFeature(name=c.name, value=c.value, contribution=c.contribution)
             for c in p.top_features
         ],
-        "out_of_range_features": p.out_of_range_features,
     }
 
 
