@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
+    precision_recall_curve,
     precision_score,
     recall_score,
     roc_auc_score,
@@ -145,13 +146,17 @@ def choose_threshold(y: np.ndarray, oof: np.ndarray, target_recall: float) -> fl
 
 def choose_high_risk_cut(y: np.ndarray, oof: np.ndarray, threshold: float) -> float:
     """Lowest cut above the threshold from which every higher cut keeps precision >= target."""
-    candidates = np.unique(oof[oof >= threshold])
-    cut = float(candidates[-1]) if len(candidates) else threshold
-    for t in candidates[::-1]:
-        if precision_score(y, oof >= t, zero_division=0.0) < HIGH_RISK_PRECISION:
-            break
-        cut = float(t)
-    return cut
+    # One pass over the sorted scores gives the precision at every cut.
+    precision, _, cuts = precision_recall_curve(y, oof)
+    above = cuts >= threshold
+    candidates, kept = cuts[above], precision[:-1][above]
+    if not len(candidates):
+        return threshold
+    failing = np.flatnonzero(kept < HIGH_RISK_PRECISION)
+    if not len(failing):
+        return float(candidates[0])
+    # The cut just above the highest one that fails (the highest cut, if it fails itself).
+    return float(candidates[min(failing[-1] + 1, len(candidates) - 1)])
 
 
 def held_out_metrics(y: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, Any]:
