@@ -167,11 +167,8 @@ def client_ip(url: str) -> str:
     answer = httpx.post(f"{url}/predict", json=case, headers={"X-Forwarded-For": "6.6.6.6"})
     assert "server" not in answer.headers  # the server's name and version are not advertised
     tid = answer.json()["transaction_id"]
-    deadline = time.monotonic() + 10
-    while (record := httpx.get(f"{url}/logs/{tid}")).status_code == 404:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    ip: str = record.json()["client"]["ip"]
+    wait_until(lambda: httpx.get(f"{url}/logs/{tid}").status_code == 200, 10)
+    ip: str = httpx.get(f"{url}/logs/{tid}").json()["client"]["ip"]
     return ip
 
 

@@ -525,8 +525,12 @@ def test_a_consumer_leaves_the_group_only_once_it_holds_no_entry_and_idle_ones_s
         r.xadd(settings.redis_stream, {"record": "{}"})
     entries = collector.read(block=False)
     assert collector.leave() == 3  # deleting it now would drop its three pending entries
-    time.sleep(0.2)
-    report = stream_status(r, settings.redis_stream, settings.redis_group, stale_after_ms=100)
+
+    def status() -> dict[str, Any]:
+        return stream_status(r, settings.redis_stream, settings.redis_group, stale_after_ms=100)
+
+    wait_until(lambda: status()["stale_consumers"] != [], 10)  # idle past 100 ms
+    report = status()
     assert report["consumers"] == []
     assert [(c["name"], c["pending"]) for c in report["stale_consumers"]] == [
         (collector.consumer, 3)
@@ -833,7 +837,7 @@ def test_a_redis_restart_mid_run_loses_nothing(
         with Running(local) as pipeline:
             wait_until(lambda: pipeline.counters.acknowledged > 0, 30)
             server.stop()  # AOF on: the stream, the group and its pending entries survive
-            time.sleep(1)
+            time.sleep(1)  # an outage of a second, under the pipeline's retries
             server.start()
             more = produce(local, predictor, rounds=2)
             total = Expected(

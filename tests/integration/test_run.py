@@ -244,7 +244,8 @@ def test_run_restarts_each_killed_part_and_indexes_every_answered_request_once(
             "ui": "inferlog.ui",
         }
         for part, marker in parts.items():
-            time.sleep(2)
+            served = len(answered)  # traffic answered with every part up, before each kill
+            wait_until(lambda served=served: len(answered) >= served + 40, 30, process)
             victim = child_named(supervisor, marker)
             assert victim is not None, f"no {part} process"
             down["part"] = part
@@ -261,7 +262,8 @@ def test_run_restarts_each_killed_part_and_indexes_every_answered_request_once(
 
             wait_until(back, 90, process)
             down["part"] = ""
-        time.sleep(2)
+        served = len(answered)
+        wait_until(lambda: len(answered) >= served + 40, 30, process)
         stop.set()
         sender.join(30)
         indices = tmp_path / "data" / "indices"

@@ -79,6 +79,7 @@ class ShipperCounters:
     in_memory: int = 0
     dropped: int = 0
     failed: int = 0
+    failed_passes: int = 0  # shipping passes that failed (and were retried)
     corrupt: int = 0
     taken_over: int = 0
     unindexed: int = 0
@@ -265,9 +266,11 @@ class Shipper:
         try:
             await step()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._counts.failed_passes += 1
             self._redis_failed(exc)
             return False
         except Exception as exc:
+            self._counts.failed_passes += 1
             if isinstance(exc, redis.OutOfMemoryError):
                 # Redis at its maxmemory (noeviction) refused the whole transaction: the
                 # records stay in the spool until the pipeline has drained and trimmed.
