@@ -51,12 +51,12 @@ class Expected:
     perfs: int = 0
 
 
-@pytest.fixture
 def data_indices(settings: Settings) -> tuple[str, str, str]:
     names = IndexNames.of(settings)
     return names.logs, names.message, names.perfs
 
 
+@pytest.fixture
 def proxy(osmem_clone: Any) -> Iterator[SearchProxy]:
     search = SearchProxy(osmem_clone.url)
     yield search
