@@ -99,4 +99,4 @@ format: install
 	$(RUN) ruff format .
 
 clean:
-	rm -rf .venv .venv-newer .tools .pytest_cache .ruff_cache
+	rm -rf .venv .venv-newer .tools .pytest_cache .ruff_cache .mypy_cache

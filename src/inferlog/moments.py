@@ -4,15 +4,14 @@ otherwise."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 
 def utc(moment: dt.datetime) -> dt.datetime:
     """A time without a zone is taken as UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def as_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    return None if moment is None else utc(moment)
 
 
 def parse_moment(text: str) -> dt.datetime:
@@ -25,3 +24,12 @@ def parse_moment(text: str) -> dt.datetime:
             "expected an ISO 8601 date or time such as 2026-11-25 or 2026-11-25T08:00:00Z "
             f"(UTC unless a zone is given), got {text!r}"
         ) from None
+
+
+def _iso_moment(value: object) -> object:
+    """ISO 8601 text only: pydantic alone would also take a number as a Unix time (`0.5`)."""
+    return parse_moment(value) if isinstance(value, str) else value
+
+
+# A query parameter's time: ISO 8601 text, UTC unless it says otherwise.
+Moment = Annotated[dt.datetime | None, BeforeValidator(_iso_moment)]

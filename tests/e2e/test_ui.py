@@ -230,7 +230,7 @@ def test_the_monitoring_tab_polls_only_while_it_is_open(page: Page, api: Process
     open_tab(page, "Monitoring")
     expect(page.locator("#request-count")).to_have_text(re.compile(r"\d+"))
     open_tab(page, "Predict")
-    time.sleep(1.0)  # a poll already sent lands (it takes milliseconds)
+    time.sleep(3.5)  # a poll sent as the tab closed lands within a polling period
     before = requests_served(api, "GET", "/logs/stats")
     time.sleep(7.0)  # an absence to show: no poll for two polling periods and more
     assert requests_served(api, "GET", "/logs/stats") == before
@@ -349,16 +349,15 @@ def test_the_drift_tab_shows_the_drifted_feature_when_opened_and_plots_it(
     page.screenshot(path=screenshots / "drift.png", full_page=True)
 
 
-def test_the_ui_serves_from_an_environment_without_the_model_side(
-    ui_python: str, ui: Process
-) -> None:
-    model_side = ("sklearn", "scipy", "joblib", "redis", "elasticsearch", "fastapi.testclient")
+def test_the_environment_the_ui_runs_from_holds_none_of_the_model_side(ui_python: str) -> None:
+    # Every browser test above ran against a UI started from this environment (`ui_python`).
+    model_side = ("sklearn", "scipy", "joblib", "redis", "elasticsearch", "uvloop")
     probe = subprocess.run(
         [
             ui_python,
             "-c",
             "import importlib.util, sys\n"
-            f"print(*[m for m in {model_side!r} if importlib.util.find_spec(m.split('.')[0])])\n"
+            f"print(*[m for m in {model_side!r} if importlib.util.find_spec(m)], sep=',')\n"
             "import inferlog.ui.app\n"
             "print(*sorted(m for m in sys.modules if m.startswith('inferlog.') and "
             "not m.startswith(('inferlog.ui', 'inferlog.features', 'inferlog.kibana_links'))))",
@@ -368,9 +367,6 @@ def test_the_ui_serves_from_an_environment_without_the_model_side(
         timeout=120,
         check=True,
     )
-    installed, imported = probe.stdout.splitlines()
-    # Gradio brings FastAPI; nothing of the model, the Redis or the Elasticsearch side.
-    assert installed.split() == ["fastapi.testclient"]
-    assert imported == ""  # the UI imports no other part of the project
-    assert ui.python == ui_python
-    assert httpx.get(ui.url, timeout=10).status_code == 200
+    installed, imported = probe.stdout.split("\n")[:2]
+    assert installed == ""  # none of the model, Redis or Elasticsearch side, nor the API server
+    assert imported == ""  # and the UI imports no other part of the project

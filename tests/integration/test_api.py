@@ -267,6 +267,9 @@ def test_unknown_route_and_wrong_method_answer_json(client: TestClient) -> None:
     wrong = client.get("/predict")
     assert wrong.status_code == 405
     assert wrong.json()["error"] == "method_not_allowed"
+    # Allow names every method of the path, from every router serving it.
+    assert client.put("/logs").headers["allow"] == "DELETE, GET"
+    assert client.post("/openapi.json").headers["allow"] == "GET"
 
 
 def test_an_unexpected_error_is_a_json_500_without_internals(

@@ -16,11 +16,16 @@ import pytest
 from tests.servers import RedisServer, api_process
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_KEY = "contract-admin-key"
+ADMIN_KEY, READ_KEY = "contract-admin-key", "contract-read-key"
 
 CONFIGURATIONS = {
     # The local demo: no key anywhere; DELETE /logs refused (no admin key is configured).
     "no keys": ({}, []),
+    # Read keys only: the reads need one, the predictions stay open (the document says which).
+    "read keys": (
+        {"API_READ_KEYS": READ_KEY},
+        ["--header", f"X-API-Key: {READ_KEY}"],
+    ),
     # Keys required everywhere, the admin key sent with every request.
     "keys required": (
         {"API_KEYS": ADMIN_KEY, "REQUIRE_API_KEY": "true"},

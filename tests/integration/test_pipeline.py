@@ -51,6 +51,18 @@ class Expected:
     perfs: int = 0
 
 
+def wait_claimable(redis_server: RedisServer, settings: Settings) -> None:
+    """Until every pending entry has been idle PIPELINE_CLAIM_IDLE_MS, by Redis's own clock."""
+    r, idle = redis_server.client(), settings.pipeline_claim_idle_ms
+    wait_until(
+        lambda: all(
+            p["time_since_delivered"] >= idle
+            for p in r.xpending_range(settings.redis_stream, settings.redis_group, "-", "+", 1000)
+        ),
+        idle / 1000 + 10,
+    )
+
+
 def data_indices(settings: Settings) -> tuple[str, str, str]:
     names = IndexNames.of(settings)
     return names.logs, names.message, names.perfs
@@ -479,7 +491,7 @@ def test_entries_trimmed_while_another_consumer_held_them_are_counted(
     setup_templates(settings)
     taker = make_pipeline(settings)
     taker.collector.ensure_group()
-    time.sleep(settings.pipeline_claim_idle_ms / 1000)  # Redis's own idle clock
+    wait_claimable(redis_server, settings)
     assert taker.step(block=False) == 2  # the two left, claimed (and dead-lettered: not records)
     assert taker.counters.trimmed_while_pending == 3
     assert pending(redis_server, settings) == 0
@@ -660,8 +672,10 @@ def test_a_bulk_request_refused_as_a_whole_is_retried_until_every_record_is_inde
     expected = produce(settings, predictor, rounds=2)
     proxy.fail(4, status)  # then healed: the requests after these go through
     seen: set[str] = set()
+    deadline = time.monotonic() + 60
     with Running(settings) as pipeline:
         while proxy.refused_bulk_requests < 4:
+            assert time.monotonic() < deadline, "the refusals never came"
             assert pipeline.counters.acknowledged == 0, "acknowledged before the sink confirmed"
             assert pending(redis_server, settings) in (0, expected.logs)
             seen.add(sink_problem(redis_server, settings) or "")
@@ -809,7 +823,7 @@ def test_an_entry_that_kills_its_consumer_is_dead_lettered_after_bounded_deliver
 
         pipeline.indexer.documents = crash_on_poison  # type: ignore[method-assign]
         pipeline.collector.ensure_group()
-        time.sleep(local.pipeline_claim_idle_ms / 1000)
+        wait_claimable(redis_server, local)
         with contextlib.suppress(ConsumerCrashedError):
             while pipeline.step(block=False):
                 pass

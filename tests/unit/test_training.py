@@ -6,11 +6,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from inferlog.ml import dataset
 from inferlog.ml.artifacts import CARD_FILE, load_artifacts
 from inferlog.ml.train import (
+    HIGH_RISK_PRECISION,
     CandidateResult,
     choose_candidate,
     choose_high_risk_cut,
@@ -79,6 +82,34 @@ def test_high_risk_cut_starts_where_precision_stays_above_target() -> None:
     y = np.array([1, 1, 1, 0, 1, 0])
     scores = np.array([0.95, 0.9, 0.85, 0.8, 0.5, 0.1])
     assert choose_high_risk_cut(y, scores, threshold=0.3) == 0.85
+
+
+def high_risk_cut_by_definition(y: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """Every candidate cut from the top down, precision computed for each."""
+    candidates = np.unique(scores[scores >= threshold])
+    cut = float(candidates[-1]) if len(candidates) else threshold
+    for t in candidates[::-1]:
+        if precision_score(y, scores >= t, zero_division=0.0) < HIGH_RISK_PRECISION:
+            break
+        cut = float(t)
+    return cut
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 20)), min_size=1, max_size=40).filter(
+        lambda cases: any(positive for positive, _ in cases)
+    ),
+    st.integers(0, 20),
+)
+def test_high_risk_cut_is_the_cut_its_definition_gives(
+    cases: list[tuple[bool, int]], threshold: int
+) -> None:
+    # Scores on a grid of 21 values: ties, cuts that fail at the top, none above the threshold.
+    y = np.array([int(positive) for positive, _ in cases])
+    scores = np.array([score / 20 for _, score in cases])
+    expected = high_risk_cut_by_definition(y, scores, threshold / 20)
+    assert choose_high_risk_cut(y, scores, threshold / 20) == expected
 
 
 def test_simplest_candidate_wins_when_auc_is_within_one_std() -> None:

@@ -7,6 +7,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import sklearn
 from fastapi import FastAPI
@@ -174,10 +175,14 @@ def create_app(
     async def docs() -> HTMLResponse:
         return swagger_ui_page("/openapi.json", "inferlog API")
 
+    document: dict[str, Any] = {}  # built on first use, once every route is in
+
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
-        routes = [route for router in ROUTERS for route in router.routes]
-        return JSONResponse(openapi_document(app, settings, routes))
+        if not document:
+            routes = [route for router in ROUTERS for route in router.routes]
+            document.update(openapi_document(app, settings, routes))
+        return JSONResponse(document)
 
     metrics = Metrics(lambda: shipper.counters() if shipper else None)
     app.state.settings = settings

@@ -160,6 +160,7 @@ def install_error_handlers(
         response = error_response(request.scope, exc.status_code, code, message)
         if exc.headers:
             response.headers.update(exc.headers)
-        if exc.status_code == 405 and methods_of is not None:
-            response.headers["Allow"] = ", ".join(sorted(methods_of(request.url.path)))
+        allowed = sorted(methods_of(request.url.path)) if methods_of else []
+        if exc.status_code == 405 and allowed:  # else the router's own (the app's routes)
+            response.headers["Allow"] = ", ".join(allowed)
         return response

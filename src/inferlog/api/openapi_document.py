@@ -31,26 +31,20 @@ def _calls(dependant: Dependant) -> Iterator[Any]:
 def openapi_document(
     app: FastAPI, settings: Settings, routes: Iterable[BaseRoute]
 ) -> dict[str, Any]:
-    """Built once per app, like FastAPI's own; `routes`: the API's, as its routers hold them
-    (the app wraps included routers)."""
-    if app.openapi_schema is None:
-        document = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-        )
-        for route in routes:
-            if not (isinstance(route, APIRoute) and route.include_in_schema):
-                continue
-            if not key_is_optional(set(_calls(route.dependant)), settings):
-                continue
-            for method in route.methods or ():
-                operation = document["paths"][route.path_format][method.lower()]
-                if "security" in operation:
-                    operation["security"] = [*operation["security"], {}]
-        batch = document["paths"]["/predict/batch"]["post"]["requestBody"]["content"]
-        for body in batch.values():
-            body["schema"]["maxItems"] = settings.max_batch_size
-        app.openapi_schema = document
-    return app.openapi_schema
+    """`routes`: the API's, as its routers hold them (the app wraps included routers)."""
+    document = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    for route in routes:
+        if not (isinstance(route, APIRoute) and route.include_in_schema):
+            continue
+        if not key_is_optional(set(_calls(route.dependant)), settings):
+            continue
+        for method in route.methods or ():
+            operation = document["paths"][route.path_format][method.lower()]
+            if "security" in operation:
+                operation["security"] = [*operation["security"], {}]
+    batch = document["paths"]["/predict/batch"]["post"]["requestBody"]["content"]
+    for body in batch.values():
+        body["schema"]["maxItems"] = settings.max_batch_size
+    return document

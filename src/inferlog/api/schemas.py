@@ -35,6 +35,7 @@ def _case_model() -> type[BaseModel]:
         "Case",
         __config__=ConfigDict(
             extra="forbid",
+            # A copy typed as JSON for the checker (a dict of floats is not a JsonDict to it).
             json_schema_extra={"examples": [{**EXAMPLE_CASE}]},
         ),
         __doc__="One case: the 30 measurements of the feature spec, all required.",

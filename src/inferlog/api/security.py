@@ -47,24 +47,32 @@ async def require_admin(provided: ApiKey, settings: SettingsDep) -> None:
     _check(provided, settings.api_keys, "admin")
 
 
+def read_key_needed(settings: Settings) -> bool:
+    return bool(_any_key(settings)) or settings.require_api_key
+
+
+def client_key_needed(settings: Settings) -> bool:
+    return settings.require_api_key
+
+
 async def require_read_key(provided: ApiKey, settings: SettingsDep) -> None:
-    keys = _any_key(settings)
-    if keys or settings.require_api_key:
-        _check(provided, keys, "read or admin")
+    if read_key_needed(settings):
+        _check(provided, _any_key(settings), "read or admin")
 
 
 async def require_client_key(provided: ApiKey, settings: SettingsDep) -> None:
-    if settings.require_api_key:
+    if client_key_needed(settings):
         _check(provided, _any_key(settings), "read or admin")
 
 
 def key_is_optional(dependencies: set[Any], settings: Settings) -> bool:
-    """Whether a route with these dependencies answers without a key under `settings`."""
+    """Whether a route with these dependencies answers without a key under `settings` (for
+    its OpenAPI document: the same rules as the dependencies above)."""
     if require_admin in dependencies:
         return False
     if require_read_key in dependencies:
-        return not (_any_key(settings) or settings.require_api_key)
-    return not settings.require_api_key
+        return not read_key_needed(settings)
+    return not client_key_needed(settings)
 
 
 AdminOnly = Depends(require_admin)

@@ -44,12 +44,13 @@ class Prediction:
     top_features: list[Contribution]
     out_of_range_features: list[str]
 
-    def verdict(self) -> dict[str, Any]:
-        """The answer without its explanation and its probability, whose name differs between
-        an API answer (`probability_malignant`) and a request record (`probability`)."""
+    def verdict(self, probability_key: str) -> dict[str, Any]:
+        """The answer without its explanation; the probability's name differs between an API
+        answer (`probability_malignant`) and a request record (`probability`)."""
         # Plain attribute access: dataclasses.asdict deep-copies, a visible cost per request.
         return {
             "label": self.label,
+            probability_key: self.probability_malignant,
             "threshold": self.threshold,
             "risk_level": self.risk_level,
             "out_of_range_features": self.out_of_range_features,

@@ -149,10 +149,10 @@ def choose_high_risk_cut(y: np.ndarray, oof: np.ndarray, threshold: float) -> fl
     # One pass over the sorted scores gives the precision at every cut.
     precision, _, cuts = precision_recall_curve(y, oof)
     above = cuts >= threshold
-    candidates, kept = cuts[above], precision[:-1][above]
+    candidates, precisions = cuts[above], precision[:-1][above]
     if not len(candidates):
         return threshold
-    failing = np.flatnonzero(kept < HIGH_RISK_PRECISION)
+    failing = np.flatnonzero(precisions < HIGH_RISK_PRECISION)
     if not len(failing):
         return float(candidates[0])
     # The cut just above the highest one that fails (the highest cut, if it fails itself).

@@ -109,7 +109,7 @@ def _event_outcome(status: int) -> Literal["success", "failure", "unknown"]:
 
 
 def _outcome(p: Prediction) -> dict[str, Any]:
-    return {**p.verdict(), "probability": p.probability_malignant}
+    return p.verdict("probability")
 
 
 def _message(draft: Draft, path: str, error_message: str | None) -> str:

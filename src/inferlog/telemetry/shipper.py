@@ -265,12 +265,11 @@ class Shipper:
         """Run one step of a pass; any failure is logged with its cause and retried later."""
         try:
             await step()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self._counts.failed_passes += 1
-            self._redis_failed(exc)
-            return False
         except Exception as exc:
             self._counts.failed_passes += 1
+            if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                self._redis_failed(exc)
+                return False
             if isinstance(exc, redis.OutOfMemoryError):
                 # Redis at its maxmemory (noeviction) refused the whole transaction: the
                 # records stay in the spool until the pipeline has drained and trimmed.

@@ -25,10 +25,9 @@ DISCLAIMER = (
 )
 
 
-def build_app(
-    client: ApiClient, kibana_url: str | None = None, logs_index: str = "ml-api-logs"
-) -> gr.Blocks:
-    """`kibana_url`: Kibana as a browser reaches it; a request's view then links to Discover."""
+def build_app(client: ApiClient, kibana_url: str | None, logs_index: str) -> gr.Blocks:
+    """`kibana_url`: Kibana as a browser reaches it; a request's view then links to Discover
+    (`logs_index`: INDEX_LOGS)."""
     app = gr.Blocks(title="inferlog")
     with app:
         gr.Markdown("# inferlog: breast-cancer prediction, observed")

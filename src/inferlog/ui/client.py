@@ -10,6 +10,7 @@ import httpx
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
+    # The API's JSON answers are objects; typed once here for the checker.
     body: dict[str, Any] = response.json()
     return body
 

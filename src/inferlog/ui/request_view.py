@@ -29,9 +29,7 @@ def _label(record: dict[str, Any]) -> str:
     return "none (no prediction)"
 
 
-def summary_markdown(
-    record: dict[str, Any], kibana_url: str | None = None, logs_index: str = "ml-api-logs"
-) -> str:
+def summary_markdown(record: dict[str, Any], kibana_url: str | None, logs_index: str) -> str:
     ml = record.get("ml") or {}
     profile = ml.get("profile") or {}
     transaction_id = record["transaction"]["id"]

@@ -12,9 +12,9 @@ from fastapi.responses import Response
 
 from inferlog.api.dependencies import PredictorDep, SettingsDep
 from inferlog.api.errors import error_responses
-from inferlog.api.routes.logs import Moment, json_body, redis_errors
+from inferlog.api.routes.logs import json_body, redis_errors
 from inferlog.api.security import ReadKey
-from inferlog.moments import as_utc
+from inferlog.moments import Moment
 
 router = APIRouter(
     tags=["drift"], dependencies=[ReadKey], responses=error_responses(401, 403, 422, 503)
@@ -33,8 +33,8 @@ async def drift(
     with redis_errors():
         body = await request.app.state.window_reader.drift(
             predictor.version,
-            as_utc(since),
-            as_utc(until),
+            since,
+            until,
             (settings.drift_min_cases, settings.drift_max_cases),
             histograms,
         )

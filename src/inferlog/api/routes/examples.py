@@ -9,10 +9,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from inferlog.api.errors import error_responses
 from inferlog.features import FEATURE_NAMES
 from inferlog.ml.dataset import held_out_cases
 
-router = APIRouter(tags=["examples"])
+router = APIRouter(tags=["examples"], responses=error_responses(422))
 
 
 @router.get(

@@ -6,7 +6,6 @@ reads that scan the window run in the reader process (`telemetry/window_reader.p
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -14,29 +13,19 @@ from typing import Annotated, Any
 
 import redis
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BeforeValidator
 
 from inferlog.api.errors import error_responses
 from inferlog.api.security import AdminOnly, ReadKey
-from inferlog.moments import as_utc, parse_moment
+from inferlog.moments import Moment
 from inferlog.telemetry.live_log import LiveLog
 from inferlog.telemetry.record import STATUS_PATTERN
 from inferlog.telemetry.window_reader import LogFilter, ReaderError, WindowReader
 
 router = APIRouter(tags=["logs"])
-reads = APIRouter(
-    tags=["logs"], dependencies=[ReadKey], responses=error_responses(401, 403, 422, 503)
-)
+reads = APIRouter(tags=["logs"], dependencies=[ReadKey], responses=error_responses(401, 403, 503))
 
-
-def _iso_moment(value: object) -> object:
-    """ISO 8601 text only: pydantic alone would also take a number as a Unix time (`0.5`)."""
-    return parse_moment(value) if isinstance(value, str) else value
-
-
-Moment = Annotated[dt.datetime | None, BeforeValidator(_iso_moment)]
 
 MAX_PAGE = 200
 
@@ -68,7 +57,7 @@ def json_body(body: bytes) -> Response:
     return Response(content=body, media_type="application/json")
 
 
-@reads.get("/logs", summary="Recent request records, newest first")
+@reads.get("/logs", summary="Recent request records, newest first", responses=error_responses(422))
 async def recent_logs(
     request: Request,
     # 200 records of the largest kind cost the reader ~50 ms to find and encode (4 MB), 1000
@@ -86,7 +75,7 @@ async def recent_logs(
         str | None, Query(description="the client's own X-Request-ID (http.request.id)")
     ] = None,
 ) -> Any:
-    keep = LogFilter(since=as_utc(since), status=status, path=path, request_id=request_id)
+    keep = LogFilter(since=since, status=status, path=path, request_id=request_id)
     live = _live_log(request)
     if transaction_id is not None:  # a keyed lookup, not a scan
         with redis_errors():
@@ -136,7 +125,9 @@ async def log_stats(request: Request) -> dict[str, Any]:
     }
 
 
-@reads.get("/logs/{transaction_id}", summary="One request record", responses=error_responses(404))
+@reads.get(
+    "/logs/{transaction_id}", summary="One request record", responses=error_responses(404, 422)
+)
 async def one_log(request: Request, transaction_id: TransactionId) -> dict[str, Any]:
     with redis_errors():
         record = await _live_log(request).find(transaction_id)
@@ -157,14 +148,12 @@ async def delete_logs(request: Request) -> dict[str, int]:
     return deletion
 
 
+class PrometheusText(Response):
+    media_type = CONTENT_TYPE_LATEST
+
+
 @router.get(
-    "/metrics",
-    summary="Prometheus metrics",
-    tags=["service"],
-    response_class=PlainTextResponse,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    "/metrics", summary="Prometheus metrics", tags=["service"], response_class=PrometheusText
 )
-async def metrics(request: Request) -> Response:
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+async def metrics(request: Request) -> PrometheusText:
+    return PrometheusText(generate_latest(request.app.state.metrics.registry))

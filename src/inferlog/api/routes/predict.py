@@ -48,8 +48,7 @@ def as_matrix(cases: list[BaseModel]) -> np.ndarray:
 
 def prediction_fields(p: Prediction) -> dict[str, Any]:
     return {
-        **p.verdict(),
-        "probability_malignant": p.probability_malignant,
+        **p.verdict("probability_malignant"),
         "top_features": [
             TopFeature(name=c.name, value=c.value, contribution=c.contribution)
             for c in p.top_features
