@@ -215,15 +215,10 @@ def prepare_indices(client: Elasticsearch, settings: Settings) -> None:
         body = templates.lifecycle_policy(settings.retention_days)
         client.ilm.put_lifecycle(name=policy, policy=body["policy"])
         log.info("lifecycle policy %s: delete after %d days", policy, settings.retention_days)
-    bodies = templates.index_templates(IndexNames.of(settings), policy)
-    es_sink.ElasticsearchSink(client).install_templates(bodies)
     index_names = IndexNames.of(settings)
-    for alias in (
-        index_names.logs,
-        index_names.message,
-        index_names.perfs,
-        index_names.dead_letters,
-    ):
+    bodies = templates.index_templates(index_names, policy)
+    es_sink.ElasticsearchSink(client).install_templates(bodies)
+    for alias in astuple(index_names):
         if client.indices.exists_alias(name=alias):
             # Indices made by an earlier version take the fields added since (a strict mapping
             # would refuse their documents until the next rollover); adding fields is allowed.
@@ -268,15 +263,15 @@ def setup(settings: Settings) -> int:
     if settings.pipeline_elasticsearch_password:
         from logs_pipeline import templates
 
-        user = templates.PIPELINE_USER
-        client.security.put_role(name=user, **templates.pipeline_role(IndexNames.of(settings)))
+        user, index_names = templates.PIPELINE_USER, IndexNames.of(settings)
+        client.security.put_role(name=user, **templates.pipeline_role(index_names))
         client.security.put_user(
             username=user,
             password=settings.pipeline_elasticsearch_password.get_secret_value(),
             roles=[user],
             full_name="inferlog logs pipeline",
         )
-        log.info("role and user %s: write %s", user, ", ".join(astuple(IndexNames.of(settings))))
+        log.info("role and user %s: write %s", user, ", ".join(astuple(index_names)))
     if settings.kibana_url:
         import httpx
 

@@ -13,7 +13,7 @@ import sklearn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from inferlog import __version__
 from inferlog.api.body_limit import BodyLimitMiddleware
@@ -101,12 +101,16 @@ def window_of(settings: Settings) -> Window:
 ROUTERS = (meta.router, predict.router, examples.router, logs.reads, logs.router, drift.router)
 
 
+def api_routes() -> list[BaseRoute]:
+    """The API's routes as its routers hold them (the app wraps the routers it includes)."""
+    return [route for router in ROUTERS for route in router.routes]
+
+
 def known_routes() -> list[tuple[str, re.Pattern[str], set[str]]]:
     """The API's routes, for naming them in the live statistics."""
     return [
         (route.path, route.path_regex, route.methods or set())
-        for router in ROUTERS
-        for route in router.routes
+        for route in api_routes()
         if isinstance(route, Route)
     ]
 
@@ -180,8 +184,7 @@ def create_app(
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
         if not document:
-            routes = [route for router in ROUTERS for route in router.routes]
-            document.update(openapi_document(app, settings, routes))
+            document.update(openapi_document(app, settings, api_routes()))
         return JSONResponse(document)
 
     metrics = Metrics(lambda: shipper.counters() if shipper else None)

@@ -160,7 +160,8 @@ def install_error_handlers(
         response = error_response(request.scope, exc.status_code, code, message)
         if exc.headers:
             response.headers.update(exc.headers)
-        allowed = sorted(methods_of(request.url.path)) if methods_of else []
-        if exc.status_code == 405 and allowed:  # else the router's own (the app's routes)
-            response.headers["Allow"] = ", ".join(allowed)
+        if exc.status_code == 405 and methods_of is not None:
+            allowed = sorted(methods_of(request.url.path))
+            if allowed:  # else the router's own (the app's routes)
+                response.headers["Allow"] = ", ".join(allowed)
         return response

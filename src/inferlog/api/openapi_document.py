@@ -31,7 +31,7 @@ def _calls(dependant: Dependant) -> Iterator[Any]:
 def openapi_document(
     app: FastAPI, settings: Settings, routes: Iterable[BaseRoute]
 ) -> dict[str, Any]:
-    """`routes`: the API's, as its routers hold them (the app wraps included routers)."""
+    """`routes`: the API's (`app.api_routes()`)."""
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
