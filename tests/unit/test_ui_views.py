@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from inferlog.kibana_links import discover_url
+from inferlog.ui.drift_tab import summary_markdown
 from inferlog.ui.predict_tab import DIRECTION_COLOURS, contributions_frame
 from inferlog.ui.request_view import inputs_frame, profile_chart
 
@@ -73,3 +74,16 @@ def test_the_discover_link_shows_the_transaction_around_its_time() -> None:
     start = (dt.datetime(2026, 11, 25, 9, 45, tzinfo=dt.UTC)).isoformat()
     assert f"from:'{start}'" in state
     assert "to:'2026-11-25T10:15:00+00:00'" in state
+
+
+def test_the_drift_summary_says_when_older_cases_of_the_window_were_left_out() -> None:
+    report = {
+        "cases": 2000,
+        "drifted_features": ["radius_mean"],
+        "drifted_share": 1 / 30,
+        "probability": {"drifted": False},
+        "truncated": True,
+    }
+    assert summary_markdown(report).startswith("**2000 cases** the newest in the window · ")
+    whole = summary_markdown({**report, "cases": 120, "truncated": False})
+    assert whole.startswith("**120 cases** in the window · drifted: **radius_mean** (3 % ")

@@ -16,8 +16,10 @@ from inferlog.ui.common import error_box, notice
 
 def summary_markdown(report: dict[str, Any]) -> str:
     drifted = ", ".join(report["drifted_features"]) or "none"
+    # At DRIFT_MAX_CASES (or a scan bound) the window holds older cases that were left out.
+    scope = "the newest in the window" if report.get("truncated") else "in the window"
     return (
-        f"**{report['cases']} cases** in the window · drifted: **{drifted}** "
+        f"**{report['cases']} cases** {scope} · drifted: **{drifted}** "
         f"({report['drifted_share'] * 100:.0f} % of the features) · predicted probability "
         f"{'drifted' if report['probability']['drifted'] else 'stable'}"
     )
